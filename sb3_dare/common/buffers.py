@@ -1,0 +1,373 @@
+"""The offline + online replay buffer: the offline data held once, the online part as SB3's ring buffer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_dare.data.offline_data import OfflineData
+
+# scores(observations, actions) -> alignment score per transition; numpy float32 in, numpy out
+ScoreFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class OfflineOnlineSamples(NamedTuple):
+    """
+    A mixed batch. The first six fields are those of SB3's ``ReplayBufferSamples``, so SAC-style code keeps working.
+
+    ``dones`` is 1 only for terminations (time-limit truncations keep bootstrapping).
+    ``scores`` and ``mc_returns`` are NaN where unknown (not scored yet; online episode not finished yet).
+    ``indices``: offline transitions carry their index ``i >= 0``, online ones ``-1 - (row * n_envs + env)``.
+    """
+
+    observations: th.Tensor
+    actions: th.Tensor
+    next_observations: th.Tensor
+    dones: th.Tensor
+    rewards: th.Tensor
+    discounts: th.Tensor | None
+    is_offline: th.Tensor
+    scores: th.Tensor
+    mc_returns: th.Tensor
+    indices: th.Tensor
+
+
+class OfflineOnlineReplayBuffer(ReplayBuffer):
+    """
+    Replay buffer for offline-to-online RL.
+
+    The offline dataset is attached once (:meth:`attach_offline_data`) and never copied or overwritten; the
+    online transitions go into SB3's ring buffer (``buffer_size`` is the online capacity, ``size()`` the online
+    size, so ``learning_starts`` keeps its SB3 meaning). Every transition, offline and online, carries a
+    Monte-Carlo return-to-go (online: computed when its episode ends) and an alignment score (written when
+    the transition enters the buffer, through the scoring function an algorithm sets).
+
+    Online observations are stored as float32 (SB3 would keep MuJoCo's float64), which halves the memory.
+
+    :param buffer_size: capacity of the online part
+    :param observation_space: observation space
+    :param action_space: action space
+    :param device: device of the sampled tensors
+    :param n_envs: number of parallel envs
+    :param optimize_memory_usage: not supported (must be False)
+    :param handle_timeout_termination: time-limit truncations do not stop bootstrapping (must stay True)
+    :param offline_ratio: fraction of each batch drawn from the offline data once online data exists
+    :param gamma: discount for the Monte-Carlo returns-to-go
+    :param reward_scale: sampled rewards (and returns-to-go) use ``reward * reward_scale + reward_bias``
+    :param reward_bias: see ``reward_scale``
+    :param score_batch_size: online transitions are scored in batches of this many (a sampled transition
+        that is not scored yet is scored at once)
+    """
+
+    observations: np.ndarray
+    next_observations: np.ndarray
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        offline_ratio: float = 0.5,
+        gamma: float = 0.99,
+        reward_scale: float = 1.0,
+        reward_bias: float = 0.0,
+        score_batch_size: int = 1000,
+    ):
+        if optimize_memory_usage:
+            raise ValueError(
+                "OfflineOnlineReplayBuffer does not support optimize_memory_usage=True: it stores next observations "
+                "explicitly (offline data has no following row). Use optimize_memory_usage=False."
+            )
+        if not handle_timeout_termination:
+            raise ValueError("OfflineOnlineReplayBuffer needs handle_timeout_termination=True (truncations must bootstrap).")
+        if not 0.0 <= offline_ratio <= 1.0:
+            raise ValueError(f"offline_ratio must be in [0, 1], got {offline_ratio}.")
+        if not isinstance(observation_space, spaces.Box):
+            raise ValueError(
+                f"OfflineOnlineReplayBuffer supports Box observations, got {observation_space}. "
+                "Wrap Dict observations with gymnasium.wrappers.FlattenObservation."
+            )
+        super().__init__(
+            buffer_size,
+            observation_space,
+            action_space,
+            device=device,
+            n_envs=n_envs,
+            optimize_memory_usage=False,
+            handle_timeout_termination=True,
+        )
+        # float32 storage for the online part (SB3 keeps the space's dtype, float64 for MuJoCo)
+        self.observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=np.float32)
+        self.next_observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=np.float32)
+        self.online_mc_returns = np.full((self.buffer_size, self.n_envs), np.nan, dtype=np.float32)
+        self.online_scores = np.full((self.buffer_size, self.n_envs), np.nan, dtype=np.float32)
+        # how many transitions the current episode of each env column holds (for MC returns at its end)
+        self.episode_lengths = np.zeros(self.n_envs, dtype=np.int64)
+        self.offline_ratio = offline_ratio
+        self.gamma = gamma
+        self.reward_scale = reward_scale
+        self.reward_bias = reward_bias
+        self.score_batch_size = score_batch_size
+        self.score_function: ScoreFunction | None = None
+        self._pending_scores: list[int] = []  # flat online positions (row * n_envs + env) not scored yet
+        self.offline_source: str | None = None
+        self._clear_offline()
+
+    # ------------------------------------------------------------------ offline part
+
+    def _clear_offline(self) -> None:
+        self.offline_data: OfflineData | None = None
+        self.offline_observations: np.ndarray | None = None
+        self.offline_next_observations: np.ndarray | None = None
+        self.offline_actions: np.ndarray | None = None
+        self.offline_rewards: np.ndarray | None = None
+        self.offline_dones: np.ndarray | None = None
+        self.offline_mc_returns: np.ndarray | None = None
+        self.offline_scores: np.ndarray | None = None
+
+    @property
+    def n_offline(self) -> int:
+        """Number of offline transitions attached (0 before :meth:`attach_offline_data`)."""
+        return 0 if self.offline_rewards is None else len(self.offline_rewards)
+
+    def attach_offline_data(self, data: OfflineData) -> None:
+        """
+        Hold the offline dataset (its arrays are shared, not copied).
+
+        Offline scores already present (loaded with the buffer) are kept if the length matches.
+
+        :param data: the validated offline data
+        """
+        if data.observations.shape[1:] != self.obs_shape:
+            raise ValueError(
+                f"Offline data has observations of shape {data.observations.shape[1:]}, the buffer expects {self.obs_shape}."
+            )
+        if data.action_dim != self.action_dim:
+            raise ValueError(f"Offline data has {data.action_dim}-dim actions, the buffer expects {self.action_dim}.")
+        kept_scores = (
+            self.offline_scores if self.offline_scores is not None and len(self.offline_scores) == len(data) else None
+        )
+        self.offline_data = data
+        self.offline_source = data.source
+        self.offline_observations = data.observations
+        self.offline_next_observations = data.next_observations
+        self.offline_actions = data.actions
+        self.offline_rewards = data.rewards
+        self.offline_dones = data.terminations.astype(np.float32)
+        if np.isclose(data.gamma, self.gamma) and self.reward_scale == 1.0 and self.reward_bias == 0.0:
+            self.offline_mc_returns = data.mc_returns
+        else:
+            self.offline_mc_returns = data.discounted_returns(self.gamma, self.reward_scale, self.reward_bias)
+        self.offline_scores = kept_scores if kept_scores is not None else np.full(len(data), np.nan, dtype=np.float32)
+
+    def reattach_offline_data(self, data: OfflineData | None = None, **load_kwargs: Any) -> None:
+        """
+        Re-attach the offline part after :meth:`load_replay_buffer` (the pickle holds only its reference and scores).
+
+        :param data: the offline data; default: loaded again from ``offline_source``
+        :param load_kwargs: passed to :func:`sb3_dare.data.load_offline_data`
+        """
+        if data is None:
+            if self.offline_source is None:
+                raise ValueError("This buffer has no offline data reference; pass the OfflineData to re-attach.")
+            from sb3_dare.data import load_offline_data
+
+            data = load_offline_data(self.offline_source, gamma=self.gamma, **load_kwargs)
+        self.attach_offline_data(data)
+
+    # ------------------------------------------------------------------ scoring
+
+    def set_score_function(self, score_function: ScoreFunction | None, score_offline: bool = True) -> None:
+        """
+        Set the function that gives each transition its alignment score when it enters the buffer.
+
+        :param score_function: ``f(observations, actions) -> scores`` on float32 numpy batches, or None
+        :param score_offline: also score the offline data (and online transitions already stored) now
+        """
+        self.score_function = score_function
+        if score_function is None:
+            return
+        if score_offline and self.offline_observations is not None:
+            assert self.offline_actions is not None
+            self.offline_scores = self._score(self.offline_observations, self.offline_actions)
+        if score_offline:
+            self._pending_scores = list(np.flatnonzero(np.isnan(self.online_scores[: self.size()].reshape(-1))))
+            self.flush_scores()
+
+    def _score(self, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        assert self.score_function is not None
+        scores = np.asarray(self.score_function(observations, actions), dtype=np.float32).reshape(-1)
+        if len(scores) != len(observations):
+            raise ValueError(f"The score function returned {len(scores)} scores for {len(observations)} transitions.")
+        return scores
+
+    def flush_scores(self) -> None:
+        """Score every online transition that is waiting for its score, in one batch."""
+        if self.score_function is None or not self._pending_scores:
+            return
+        flat = np.asarray(self._pending_scores, dtype=np.int64)
+        self._pending_scores = []
+        rows, envs = np.divmod(flat, self.n_envs)
+        self.online_scores[rows, envs] = self._score(self.observations[rows, envs], self.actions[rows, envs])
+
+    # ------------------------------------------------------------------ online part
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """Store one step of every env (SB3's signature); finish the MC returns of episodes that end here."""
+        position = self.pos
+        if self.full:
+            # the transitions about to be overwritten lose their pending score
+            if self._pending_scores:
+                overwritten = set(range(position * self.n_envs, (position + 1) * self.n_envs))
+                self._pending_scores = [flat for flat in self._pending_scores if flat not in overwritten]
+        self.online_mc_returns[position] = np.nan
+        self.online_scores[position] = np.nan
+        super().add(obs, next_obs, action, reward, done, infos)
+        self.episode_lengths += 1
+        if self.score_function is not None:
+            self._pending_scores.extend(range(position * self.n_envs, (position + 1) * self.n_envs))
+            if len(self._pending_scores) >= self.score_batch_size:
+                self.flush_scores()
+        for env_index in np.flatnonzero(np.asarray(done).reshape(-1)):
+            self._finish_episode(int(env_index), position)
+
+    def _finish_episode(self, env_index: int, last_position: int) -> None:
+        """Write the discounted return-to-go of the episode of ``env_index`` that ended at ``last_position``."""
+        length = int(min(self.episode_lengths[env_index], self.buffer_size))
+        self.episode_lengths[env_index] = 0
+        rows = (last_position - np.arange(length)) % self.buffer_size  # newest first
+        rewards = self.rewards[rows, env_index].astype(np.float64) * self.reward_scale + self.reward_bias
+        returns = np.empty(length, dtype=np.float64)
+        running = 0.0
+        for step, reward in enumerate(rewards.tolist()):  # one pass per finished episode, not per update
+            running = reward + self.gamma * running
+            returns[step] = running
+        self.online_mc_returns[rows, env_index] = returns
+
+    def start_new_episodes(self) -> None:
+        """Forget the episodes in progress (call when the env is reset outside an episode end, e.g. a new ``learn()``)."""
+        self.episode_lengths[:] = 0
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> OfflineOnlineSamples:  # type: ignore[override]
+        """
+        Draw a mixed batch: ``round(batch_size * offline_ratio)`` offline transitions, the rest online.
+
+        All samples are offline while the online part is empty, and all online when no offline data is attached.
+
+        :param batch_size: number of transitions
+        :param env: must be None (VecNormalize is not supported)
+        :return: the batch as torch tensors on ``self.device``
+        """
+        if env is not None:
+            raise ValueError(
+                "OfflineOnlineReplayBuffer does not support VecNormalize: use the algorithm's normalize_observations=True, "
+                "which normalises with the offline dataset's statistics inside the policy."
+            )
+        online_size = self.size()
+        if self.n_offline == 0 and online_size == 0:
+            raise ValueError("The replay buffer is empty: attach offline data or collect transitions before sampling.")
+        if online_size == 0:
+            n_offline = batch_size
+        elif self.n_offline == 0:
+            n_offline = 0
+        else:
+            n_offline = round(batch_size * self.offline_ratio)
+        offline_indices = np.random.randint(0, self.n_offline, size=n_offline) if n_offline else np.empty(0, dtype=np.int64)
+        n_online = batch_size - n_offline
+        if n_online:
+            # every stored row is valid, also once the ring has wrapped (next observations are stored explicitly)
+            rows = np.random.randint(0, online_size, size=n_online)
+            envs = np.random.randint(0, self.n_envs, size=n_online)
+        else:
+            rows = envs = np.empty(0, dtype=np.int64)
+        return self._get_mixed_samples(offline_indices, rows, envs)
+
+    def _get_mixed_samples(self, offline_indices: np.ndarray, rows: np.ndarray, envs: np.ndarray) -> OfflineOnlineSamples:
+        if len(rows) and self.score_function is not None and self._pending_scores:
+            # a score is never used before it exists: score what is waiting if any sampled transition needs it
+            if np.isnan(self.online_scores[rows, envs]).any():
+                self.flush_scores()
+        parts_online = {
+            "observations": self.observations[rows, envs],
+            "actions": self.actions[rows, envs],
+            "next_observations": self.next_observations[rows, envs],
+            "dones": self.dones[rows, envs] * (1.0 - self.timeouts[rows, envs]),
+            "rewards": self.rewards[rows, envs] * self.reward_scale + self.reward_bias,
+            "mc_returns": self.online_mc_returns[rows, envs],
+            "scores": self.online_scores[rows, envs],
+        }
+        if len(offline_indices):
+            assert self.offline_observations is not None and self.offline_next_observations is not None
+            assert self.offline_actions is not None and self.offline_rewards is not None and self.offline_dones is not None
+            assert self.offline_mc_returns is not None and self.offline_scores is not None
+            parts_offline = {
+                "observations": self.offline_observations[offline_indices],
+                "actions": self.offline_actions[offline_indices],
+                "next_observations": self.offline_next_observations[offline_indices],
+                "dones": self.offline_dones[offline_indices],
+                "rewards": self.offline_rewards[offline_indices] * self.reward_scale + self.reward_bias,
+                "mc_returns": self.offline_mc_returns[offline_indices],
+                "scores": self.offline_scores[offline_indices],
+            }
+            batch = {key: np.concatenate([parts_offline[key], parts_online[key]]) for key in parts_online}
+        else:
+            batch = parts_online
+        n_offline = len(offline_indices)
+        is_offline = np.zeros(n_offline + len(rows), dtype=bool)
+        is_offline[:n_offline] = True
+        indices = np.concatenate([offline_indices, -1 - (rows * self.n_envs + envs)]).astype(np.int64)
+
+        def to_tensor(array: np.ndarray, dtype: th.dtype = th.float32) -> th.Tensor:
+            return th.as_tensor(array, device=self.device).to(dtype)
+
+        return OfflineOnlineSamples(
+            observations=to_tensor(batch["observations"]),
+            actions=to_tensor(batch["actions"]),
+            next_observations=to_tensor(batch["next_observations"]),
+            dones=to_tensor(batch["dones"]).reshape(-1, 1),
+            rewards=to_tensor(batch["rewards"]).reshape(-1, 1),
+            discounts=None,
+            is_offline=to_tensor(is_offline, th.bool),
+            scores=to_tensor(batch["scores"]),
+            mc_returns=to_tensor(batch["mc_returns"]),
+            indices=to_tensor(indices, th.int64),
+        )
+
+    # ------------------------------------------------------------------ pickling (save_replay_buffer)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the online part with its extra arrays; the offline part travels as its reference and scores only."""
+        state = self.__dict__.copy()
+        for key in (
+            "offline_data",
+            "offline_observations",
+            "offline_next_observations",
+            "offline_actions",
+            "offline_rewards",
+            "offline_dones",
+            "offline_mc_returns",
+        ):
+            state[key] = None
+        # the scoring function usually holds a model: the algorithm sets it again after loading
+        state["score_function"] = None
+        return state

@@ -1,0 +1,250 @@
+"""Load offline datasets (Minari ids, Minari folders, MinariDataset objects) into :class:`OfflineData`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from sb3_dare.data.offline_data import OfflineData
+
+if TYPE_CHECKING:
+    import minari
+    from stable_baselines3.common.vec_env import VecEnv
+
+DatasetLike = str | os.PathLike | OfflineData | Any  # Any: minari.MinariDataset (imported lazily)
+
+
+def build_command_hint(dataset_id: str | None = None, env_id: str | None = None) -> str:
+    """The command that builds a dataset locally, for error messages."""
+    env_part = env_id or "<EnvId>"
+    quality = "medium"
+    if dataset_id is not None:
+        parts = dataset_id.split("/")
+        if len(parts) >= 2:
+            quality = parts[-1].rsplit("-v", 1)[0] or quality
+    id_part = f" --id {dataset_id}" if dataset_id else ""
+    return f"python -m sb3_dare.data build --env {env_part} --quality {quality}{id_part}"
+
+
+def load_offline_data(
+    dataset: DatasetLike,
+    env: gym.Env | VecEnv | str | None = None,
+    *,
+    gamma: float = 0.99,
+    flatten_observations: bool = False,
+    download: bool = True,
+) -> OfflineData:
+    """
+    Load and validate an offline dataset.
+
+    :param dataset: an existing folder (a Minari dataset folder, or its ``data`` subfolder), else a Minari
+        dataset id (looked up under ``$MINARI_DATASETS_PATH``, downloaded when missing and ``download``),
+        a ``minari.MinariDataset``, or an :class:`OfflineData` (returned after the env check)
+    :param env: the environment (or its id) the data will be used with: its spaces are checked against the
+        dataset and its action bounds are used to rescale actions to [-1, 1]. Default: the dataset's own spaces.
+    :param gamma: discount factor for the Monte-Carlo returns-to-go
+    :param flatten_observations: flatten Dict observations (Box sub-spaces, in the Dict's key order) into one vector
+    :param download: try to download a dataset id that is not available locally
+    :return: the validated data
+    """
+    if isinstance(dataset, OfflineData):
+        if env is not None:
+            observation_space, action_space = _env_spaces(env)
+            _check_spaces(dataset.source, dataset.observation_space, dataset.action_space, observation_space, action_space)
+        if not np.isclose(dataset.gamma, gamma):
+            dataset.mc_returns = dataset.discounted_returns(gamma)
+            dataset.gamma = float(gamma)
+        return dataset
+
+    minari_dataset = _open_minari_dataset(dataset, download=download)
+    return _from_minari(
+        minari_dataset, env, gamma=gamma, flatten_observations=flatten_observations, source=_source_name(dataset)
+    )
+
+
+def _source_name(dataset: Any) -> str:
+    if isinstance(dataset, str | os.PathLike):
+        return os.fspath(dataset)
+    spec = getattr(dataset, "spec", None)
+    return str(getattr(spec, "dataset_id", None) or getattr(dataset, "id", "minari_dataset"))
+
+
+def _open_minari_dataset(dataset: Any, *, download: bool) -> minari.MinariDataset:
+    import minari
+
+    if isinstance(dataset, minari.MinariDataset):
+        return dataset
+    if not isinstance(dataset, str | os.PathLike):
+        raise ValueError(
+            f"dataset must be a Minari dataset id, a folder, a minari.MinariDataset or an OfflineData, got {type(dataset)}."
+        )
+    path = os.fspath(dataset)
+    if os.path.isdir(path):
+        data_path = os.path.join(path, "data") if os.path.isdir(os.path.join(path, "data")) else path
+        if not os.path.isfile(os.path.join(data_path, "metadata.json")):
+            raise FileNotFoundError(
+                f"Folder {path!r} is not a Minari dataset: it has no metadata.json (expected <folder>/data/metadata.json). "
+                f"Build one with `{build_command_hint()}`."
+            )
+        return minari.MinariDataset(data_path)
+
+    try:
+        return minari.load_dataset(path, download=False)
+    except FileNotFoundError:
+        pass
+    local_root = os.environ.get("MINARI_DATASETS_PATH", os.path.join("~", ".minari", "datasets"))
+    hint = (
+        f"Dataset {path!r} was not found under {local_root} (MINARI_DATASETS_PATH)"
+        "{reason}. Build a dataset locally with "
+        f"`{build_command_hint(path)}`, point MINARI_DATASETS_PATH at a folder that holds it, "
+        "or pass a dataset folder path."
+    )
+    if not download:
+        raise FileNotFoundError(hint.format(reason=" and download=False"))
+    try:
+        return minari.load_dataset(path, download=True)
+    except Exception as error:  # network errors come from several clients (httpx, huggingface_hub, OSError)
+        raise FileNotFoundError(
+            hint.format(
+                reason=f" and could not be downloaded ({type(error).__name__}: {error})".replace("{", "(").replace("}", ")")
+            )
+        ) from error
+
+
+def _env_spaces(env: gym.Env | VecEnv | str) -> tuple[spaces.Space, spaces.Space]:
+    if isinstance(env, str):
+        probe = gym.make(env)
+        try:
+            return probe.observation_space, probe.action_space
+        finally:
+            probe.close()
+    return env.observation_space, env.action_space
+
+
+def _check_spaces(
+    source: str | None,
+    data_observation_space: spaces.Space,
+    data_action_space: spaces.Space,
+    env_observation_space: spaces.Space,
+    env_action_space: spaces.Space,
+) -> None:
+    if not isinstance(env_action_space, spaces.Box):
+        raise ValueError(f"The env has action space {env_action_space}: sb3_dare supports continuous (Box) actions only.")
+    env_obs_shape = getattr(env_observation_space, "shape", None)
+    if isinstance(env_observation_space, spaces.Dict) or env_obs_shape != data_observation_space.shape:
+        raise ValueError(
+            f"Observation space mismatch between dataset {source!r} and the env:\n  dataset: {data_observation_space}\n"
+            f"  env:     {env_observation_space}\nUse the env the dataset was recorded in (or a dataset built for this env)."
+        )
+    if env_action_space.shape != data_action_space.shape:
+        raise ValueError(
+            f"Action space mismatch between dataset {source!r} and the env:\n  dataset: {data_action_space}\n"
+            f"  env:     {env_action_space}\nUse the env the dataset was recorded in (or a dataset built for this env)."
+        )
+
+
+def _flat_observation_space(space: spaces.Space, flatten: bool, source: str) -> spaces.Box:
+    if isinstance(space, spaces.Box):
+        return space
+    if isinstance(space, spaces.Dict):
+        if not flatten:
+            raise ValueError(
+                f"Dataset {source!r} has Dict observations ({list(space.spaces)}). Pass flatten_observations=True to "
+                "concatenate them into one vector (and wrap the env with gymnasium.wrappers.FlattenObservation)."
+            )
+        if not all(isinstance(sub, spaces.Box) for sub in space.spaces.values()):
+            raise ValueError(
+                f"Dataset {source!r}: only Dict observations made of Box sub-spaces can be flattened, got {space}."
+            )
+        flat = spaces.flatten_space(space)
+        assert isinstance(flat, spaces.Box)
+        return flat
+    raise ValueError(
+        f"Dataset {source!r} has observation space {space}: only Box (or flattened Dict) observations are supported."
+    )
+
+
+def _flatten_episode_observations(observations: Any, space: spaces.Space) -> np.ndarray:
+    if isinstance(space, spaces.Dict):
+        # same order as gymnasium.spaces.flatten: the Dict's own key order
+        return np.concatenate(
+            [np.asarray(observations[key]).reshape(len(observations[key]), -1) for key in space.spaces], axis=1
+        )
+    observations = np.asarray(observations)
+    return observations.reshape(len(observations), -1)
+
+
+def _from_minari(
+    minari_dataset: minari.MinariDataset,
+    env: gym.Env | VecEnv | str | None,
+    *,
+    gamma: float,
+    flatten_observations: bool,
+    source: str,
+) -> OfflineData:
+    data_observation_space = minari_dataset.observation_space
+    data_action_space = minari_dataset.action_space
+    if not isinstance(data_action_space, spaces.Box):
+        raise ValueError(
+            f"Dataset {source!r} has action space {data_action_space}: sb3_dare supports continuous (Box) actions only."
+        )
+    flat_observation_space = _flat_observation_space(data_observation_space, flatten_observations, source)
+    action_space = data_action_space
+    if env is not None:
+        env_observation_space, env_action_space = _env_spaces(env)
+        if isinstance(env_observation_space, spaces.Dict) and flatten_observations:
+            env_observation_space = spaces.flatten_space(env_observation_space)
+        _check_spaces(source, flat_observation_space, data_action_space, env_observation_space, env_action_space)
+        assert isinstance(env_action_space, spaces.Box)
+        action_space = env_action_space
+
+    observations, next_observations, actions, rewards, terminations, truncations, lengths = [], [], [], [], [], [], []
+    for episode in minari_dataset.iterate_episodes():
+        episode_observations = _flatten_episode_observations(episode.observations, data_observation_space)
+        if len(episode.actions) == 0:
+            continue
+        observations.append(episode_observations[:-1])
+        next_observations.append(episode_observations[1:])
+        actions.append(np.asarray(episode.actions).reshape(len(episode.actions), -1))
+        rewards.append(np.asarray(episode.rewards).reshape(-1))
+        terminations.append(np.asarray(episode.terminations).reshape(-1))
+        truncations.append(np.asarray(episode.truncations).reshape(-1))
+        lengths.append(len(episode.actions))
+    if not lengths:
+        raise ValueError(f"Dataset {source!r} is empty: it holds no transitions. Rebuild it or choose another dataset.")
+
+    metadata = dict(minari_dataset.storage.metadata)
+    env_spec = minari_dataset.spec.env_spec
+    env_id = env_spec.id if env_spec is not None else None
+    data = OfflineData.from_arrays(
+        np.concatenate(observations),
+        np.concatenate(actions),
+        np.concatenate(rewards),
+        np.concatenate(next_observations),
+        np.concatenate(terminations),
+        np.concatenate(truncations),
+        episode_starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]),
+        action_space=action_space,
+        observation_space=flat_observation_space,
+        gamma=gamma,
+        ref_min_score=metadata.get("ref_min_score"),
+        ref_max_score=metadata.get("ref_max_score"),
+        source=source,
+        env_id=env_id,
+    )
+    data.metadata = {key: value for key, value in metadata.items() if isinstance(value, str | int | float | bool)}
+    same_bounds = np.allclose(data_action_space.low, action_space.low) and np.allclose(
+        data_action_space.high, action_space.high
+    )
+    if not same_bounds:
+        warnings.warn(
+            f"Dataset {source!r} records action bounds [{data_action_space.low}, {data_action_space.high}] but the env "
+            f"has [{action_space.low}, {action_space.high}]; actions were rescaled with the env's bounds.",
+            stacklevel=2,
+        )
+    return data

@@ -1,0 +1,299 @@
+"""Loading offline data: Minari ids, folders, arrays, replay buffers; validation of bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+from stable_baselines3 import SAC
+
+from sb3_dare.data import OfflineData, load_offline_data
+from sb3_dare.data.offline_data import discounted_returns_to_go
+
+
+def test_load_minari_id_matches_episodes(make_minari_dataset):
+    import minari
+
+    dataset_id = make_minari_dataset(n_episodes=3, max_steps=40)
+    data = load_offline_data(dataset_id)
+    episodes = list(minari.load_dataset(dataset_id).iterate_episodes())
+    assert len(data) == sum(len(ep.actions) == 0 or len(ep.actions) for ep in episodes) == 120
+    assert data.n_episodes == 3
+    assert data.observations.dtype == data.actions.dtype == data.rewards.dtype == data.mc_returns.dtype == np.float32
+    assert data.terminations.dtype == data.truncations.dtype == bool
+    np.testing.assert_allclose(data.observations[:40], episodes[0].observations[:-1], rtol=1e-6)
+    np.testing.assert_allclose(data.next_observations[40:80], episodes[1].observations[1:], rtol=1e-6)
+    # Pendulum actions live in [-2, 2]: stored rescaled to [-1, 1] exactly as SB3 does
+    np.testing.assert_allclose(data.actions[:40], episodes[0].actions / 2.0, rtol=1e-6)
+    assert data.truncations.sum() == 3 and data.terminations.sum() == 0
+    np.testing.assert_array_equal(data.episode_starts, [0, 40, 80])
+    assert data.ref_min_score == -1500.0 and data.ref_max_score == -150.0
+    assert data.env_id == "Pendulum-v1"
+    assert data.source == dataset_id
+
+
+def test_load_from_folder_and_minari_object(make_minari_dataset, minari_root):
+    import minari
+
+    dataset_id = make_minari_dataset()
+    by_id = load_offline_data(dataset_id)
+    by_folder = load_offline_data(minari_root / dataset_id)
+    by_data_folder = load_offline_data(minari_root / dataset_id / "data")
+    by_object = load_offline_data(minari.load_dataset(dataset_id))
+    for other in (by_folder, by_data_folder, by_object):
+        np.testing.assert_array_equal(other.observations, by_id.observations)
+        np.testing.assert_array_equal(other.actions, by_id.actions)
+    assert load_offline_data(by_id) is by_id
+
+
+def test_load_with_minari_data_collector(minari_root):
+    pytest.importorskip("jax")
+    import minari
+
+    env = minari.DataCollector(gym.make("InvertedPendulum-v5"))
+    env.action_space.seed(0)
+    for episode in range(4):
+        env.reset(seed=episode)
+        for _ in range(30):
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            if terminated or truncated:
+                break
+    env.create_dataset(
+        "test/invertedpendulum/collector-v0",
+        algorithm_name="random",
+        author="t",
+        author_email="t@x.org",
+        code_permalink="https://example.com",
+        description="d",
+    )
+    env.close()
+    data = load_offline_data("test/invertedpendulum/collector-v0", env="InvertedPendulum-v5")
+    assert data.observation_dim == 4 and data.action_dim == 1
+    assert np.all(np.abs(data.actions) <= 1.0)  # bounds are +-3: rescaled
+    assert data.rewards.dtype == np.float32
+    assert data.n_episodes >= 4
+
+
+def test_mc_returns_against_hand_computation():
+    rewards = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 5.0])
+    starts = np.array([0, 3, 5])
+    gamma = 0.5
+    expected = [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3, 10 + 0.5 * 20, 20, 5]
+    np.testing.assert_allclose(discounted_returns_to_go(rewards, starts, gamma), expected, rtol=1e-6)
+    data = OfflineData.from_arrays(
+        np.arange(6.0)[:, None],
+        np.zeros((6, 1)),
+        rewards,
+        np.arange(1.0, 7.0)[:, None],
+        terminations=np.array([0, 0, 1, 0, 0, 0]),
+        truncations=np.array([0, 0, 0, 0, 1, 0]),
+        gamma=gamma,
+    )
+    # boundaries inferred from the termination, the truncation and the end of the data
+    np.testing.assert_array_equal(data.episode_starts, [0, 3, 5])
+    np.testing.assert_allclose(data.mc_returns, expected, rtol=1e-6)
+    np.testing.assert_allclose(data.discounted_returns(gamma, reward_scale=2.0, reward_bias=-1.0)[3:5], [19 + 0.5 * 39, 39])
+
+
+def test_episode_boundary_inferred_from_observation_jump():
+    obs = np.array([[0.0], [1.0], [5.0], [6.0]])
+    next_obs = np.array([[1.0], [2.0], [6.0], [7.0]])  # 2 -> 5: a new episode that nobody marked
+    data = OfflineData.from_arrays(obs, np.zeros((4, 1)), np.ones(4), next_obs, terminations=np.zeros(4))
+    np.testing.assert_array_equal(data.episode_starts, [0, 2])
+
+
+def test_normalized_score_and_missing_reference(make_minari_dataset):
+    data = load_offline_data(make_minari_dataset())
+    assert data.normalized_score(-150.0) == pytest.approx(100.0)
+    np.testing.assert_allclose(data.normalized_score(np.array([-1500.0, -825.0])), [0.0, 50.0])
+    bare = OfflineData.from_arrays(np.zeros((3, 2)), np.zeros((3, 1)), np.zeros(3), np.zeros((3, 2)), np.zeros(3))
+    with pytest.raises(ValueError, match="ref_min_score and no ref_max_score"):
+        bare.normalized_score(1.0)
+
+
+def test_from_replay_buffer():
+    env = gym.make("Pendulum-v1", max_episode_steps=30)
+    model = SAC("MlpPolicy", env, learning_starts=100, buffer_size=1000, policy_kwargs=dict(net_arch=[8]), seed=0)
+    model.learn(70)
+    data = OfflineData.from_replay_buffer(model.replay_buffer, ref_min_score=-1.0, ref_max_score=1.0)
+    assert len(data) == 70
+    assert data.n_episodes == 3  # 30 + 30 + 10
+    assert data.truncations.sum() == 2 and data.terminations.sum() == 0
+    np.testing.assert_allclose(data.actions, model.replay_buffer.actions[:70, 0], rtol=1e-6)
+    np.testing.assert_allclose(data.next_observations[:29], data.observations[1:30])
+
+
+def test_from_replay_buffer_wrapped_ring():
+    env = gym.make("Pendulum-v1", max_episode_steps=30)
+    model = SAC("MlpPolicy", env, learning_starts=1000, buffer_size=50, policy_kwargs=dict(net_arch=[8]), seed=0)
+    model.learn(70)
+    data = OfflineData.from_replay_buffer(model.replay_buffer)
+    assert len(data) == 50
+    # chronological order: each transition's next observation is the following observation within an episode
+    inner = np.ones(50, dtype=bool)
+    inner[data.episode_starts - 1] = False
+    inner[-1] = False
+    np.testing.assert_allclose(data.next_observations[inner], data.observations[np.flatnonzero(inner) + 1])
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+def test_missing_dataset_without_download(minari_root):
+    with pytest.raises(FileNotFoundError, match=r"python -m sb3_dare\.data build"):
+        load_offline_data("nowhere/hopper/medium-v0", download=False)
+
+
+def test_missing_dataset_offline_download_error(minari_root, monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub client refuses at once instead of retrying for ~20 s
+    with pytest.raises(FileNotFoundError, match="could not be downloaded") as info:
+        load_offline_data("mujoco/hopper/medium-v0", download=True)
+    assert "python -m sb3_dare.data build --env <EnvId> --quality medium --id mujoco/hopper/medium-v0" in str(info.value)
+    assert info.value.__cause__ is not None
+
+
+def test_folder_that_is_not_a_dataset(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a Minari dataset"):
+        load_offline_data(tmp_path)
+
+
+def test_space_mismatch_shows_both(make_minari_dataset):
+    dataset_id = make_minari_dataset()
+    with pytest.raises(ValueError, match=r"Observation space mismatch(.|\n)*dataset: Box(.|\n)*env: ") as info:
+        load_offline_data(dataset_id, env="InvertedPendulum-v5")
+    assert "(3,)" in str(info.value) and "(4,)" in str(info.value)
+
+
+def test_action_space_mismatch():
+    data = OfflineData.from_arrays(np.zeros((4, 3)), np.zeros((4, 2)), np.zeros(4), np.zeros((4, 3)), np.zeros(4))
+    env = gym.make("Pendulum-v1")
+    with pytest.raises(ValueError, match="Action space mismatch"):
+        load_offline_data(data, env=env)
+
+
+def test_nan_named_with_count_and_first_index():
+    obs = np.zeros((10, 2))
+    rewards = np.zeros(10)
+    rewards[[4, 7]] = np.nan
+    with pytest.raises(ValueError, match=r"'rewards' has 2 NaN/Inf values in 2 transitions \(first at transition 4\)"):
+        OfflineData.from_arrays(obs, np.zeros((10, 1)), rewards, obs, np.zeros(10))
+    actions = np.zeros((10, 1))
+    actions[3] = np.inf
+    with pytest.raises(ValueError, match="'actions' has 1 NaN/Inf"):
+        OfflineData.from_arrays(obs, actions, np.zeros(10), obs, np.zeros(10))
+
+
+def test_empty_dataset():
+    with pytest.raises(ValueError, match="empty"):
+        OfflineData.from_arrays(np.zeros((0, 2)), np.zeros((0, 1)), np.zeros(0), np.zeros((0, 2)), np.zeros(0))
+
+
+def test_discrete_action_space_refused(minari_root):
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    buffer = EpisodeBuffer(
+        id=0,
+        observations=np.zeros((4, 4), dtype=np.float32),
+        actions=np.array([0, 1, 0]),
+        rewards=np.ones(3),
+        terminations=np.array([0, 0, 1], bool),
+        truncations=np.zeros(3, bool),
+    )
+    minari.create_dataset_from_buffers(
+        "test/cartpole/discrete-v0",
+        buffer=[buffer],
+        env="CartPole-v1",
+        algorithm_name="x",
+        author="t",
+        author_email="t@x.org",
+        code_permalink="https://example.com",
+        description="d",
+    )
+    with pytest.raises(ValueError, match=r"continuous \(Box\) actions only"):
+        load_offline_data("test/cartpole/discrete-v0")
+
+
+def test_dict_observations_need_flatten(minari_root):
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    observation_space = spaces.Dict({"position": spaces.Box(-1, 1, (2,)), "goal": spaces.Box(-1, 1, (3,))})
+    action_space = spaces.Box(-1, 1, (2,))
+    observations = {
+        "position": np.random.uniform(-1, 1, (5, 2)).astype(np.float32),
+        "goal": np.random.uniform(-1, 1, (5, 3)).astype(np.float32),
+    }
+    buffer = EpisodeBuffer(
+        id=0,
+        observations=observations,
+        actions=np.zeros((4, 2), np.float32),
+        rewards=np.ones(4),
+        terminations=np.array([0, 0, 0, 1], bool),
+        truncations=np.zeros(4, bool),
+    )
+    minari.create_dataset_from_buffers(
+        "test/maze/dict-v0",
+        buffer=[buffer],
+        env=None,
+        observation_space=observation_space,
+        action_space=action_space,
+        algorithm_name="x",
+        author="t",
+        author_email="t@x.org",
+        code_permalink="https://example.com",
+        description="d",
+    )
+    with pytest.raises(ValueError, match="flatten_observations=True"):
+        load_offline_data("test/maze/dict-v0")
+    data = load_offline_data("test/maze/dict-v0", flatten_observations=True)
+    assert data.observation_dim == 5
+    expected = spaces.flatten(observation_space, {key: observations[key][0] for key in observation_space.spaces})
+    np.testing.assert_allclose(data.observations[0], expected)
+
+
+def test_integer_rewards_are_converted():
+    data = OfflineData.from_arrays(np.zeros((3, 2)), np.zeros((3, 1)), np.array([1, 0, 1]), np.zeros((3, 2)), np.zeros(3))
+    assert data.rewards.dtype == np.float32
+
+
+def test_out_of_bound_actions_clipped_with_one_warning():
+    actions = np.array([[0.5], [3.0], [-4.0], [1.0]])
+    with pytest.warns(UserWarning, match="2 actions lie outside") as record:
+        data = OfflineData.from_arrays(
+            np.zeros((4, 2)), actions, np.zeros(4), np.zeros((4, 2)), np.zeros(4), action_space=spaces.Box(-2.0, 2.0, (1,))
+        )
+    assert len([w for w in record if "outside" in str(w.message)]) == 1
+    np.testing.assert_allclose(data.actions[:, 0], [0.25, 1.0, -1.0, 0.5])
+
+
+def test_observations_outside_box_warn_but_load():
+    obs = np.array([[0.0], [2.0], [0.5]])
+    with pytest.warns(UserWarning, match="1 observations lie outside"):
+        data = OfflineData.from_arrays(
+            obs, np.zeros((3, 1)), np.zeros(3), obs, np.zeros(3), observation_space=spaces.Box(-1.0, 1.0, (1,))
+        )
+    np.testing.assert_allclose(data.observations[:, 0], [0.0, 2.0, 0.5])
+
+
+def test_in_bound_data_gives_no_warning(make_minari_dataset):
+    dataset_id = make_minari_dataset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        load_offline_data(dataset_id, env=gym.make("Pendulum-v1"))
+
+
+def test_large_dataset_loads_vectorised():
+    n = 200_000
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(n, 11)).astype(np.float32)
+    ends = np.zeros(n, dtype=bool)
+    ends[999::1000] = True
+    data = OfflineData.from_arrays(obs, rng.uniform(-1, 1, (n, 3)), rng.normal(size=n), np.roll(obs, -1, axis=0), ends)
+    assert data.n_episodes == 200
+    last = data.episode_starts[1] - 1
+    assert data.mc_returns[last] == pytest.approx(data.rewards[last])
