@@ -2,7 +2,9 @@
 
 import os
 
+from sb3_dare.iql import IQL
+
 with open(os.path.join(os.path.dirname(__file__), "version.txt")) as file_handler:
     __version__ = file_handler.read().strip()
 
-__all__: list[str] = ["__version__"]
+__all__ = ["IQL", "__version__"]
