@@ -123,6 +123,8 @@ def test_scores_written_when_transitions_enter():
     buffer.set_score_function(score)
     np.testing.assert_allclose(buffer.offline_scores, buffer.offline_observations[:, 0] * 10.0, rtol=1e-6)
     assert calls == [100]
+    buffer.set_score_function(score)  # nothing is missing: nothing is scored again
+    assert calls == [100]
     add_steps(buffer, 3)
     assert np.isnan(buffer.online_scores[:3, 0]).all() and calls == [100]  # waiting for a full batch
     add_steps(buffer, 1, start=3.0)

@@ -187,22 +187,26 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
 
     # ------------------------------------------------------------------ scoring
 
-    def set_score_function(self, score_function: ScoreFunction | None, score_offline: bool = True) -> None:
+    def set_score_function(self, score_function: ScoreFunction | None) -> None:
         """
-        Set the function that gives each transition its alignment score when it enters the buffer.
+        Set the function that gives each transition its alignment score when it enters the buffer, and score
+        every stored transition that has no score yet (the offline data in large batches, then the online part).
+        Scores already present (for example loaded with the buffer) are kept.
 
         :param score_function: ``f(observations, actions) -> scores`` on float32 numpy batches, or None
-        :param score_offline: also score the offline data (and online transitions already stored) now
         """
         self.score_function = score_function
         if score_function is None:
             return
-        if score_offline and self.offline_observations is not None:
+        if self.offline_observations is not None and self.offline_scores is not None:
             assert self.offline_actions is not None
-            self.offline_scores = self._score(self.offline_observations, self.offline_actions)
-        if score_offline:
-            self._pending_scores = list(np.flatnonzero(np.isnan(self.online_scores[: self.size()].reshape(-1))))
-            self.flush_scores()
+            missing = np.flatnonzero(np.isnan(self.offline_scores))
+            if len(missing) == len(self.offline_scores):
+                self.offline_scores = self._score(self.offline_observations, self.offline_actions)
+            elif len(missing):
+                self.offline_scores[missing] = self._score(self.offline_observations[missing], self.offline_actions[missing])
+        self._pending_scores = np.flatnonzero(np.isnan(self.online_scores[: self.size()].reshape(-1))).tolist()
+        self.flush_scores()
 
     def _score(self, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
         assert self.score_function is not None

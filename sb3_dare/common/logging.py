@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch as th
 from stable_baselines3.common.logger import Logger
 
@@ -53,13 +55,14 @@ class MetricAccumulator:
         window_start = self.window_start
         self._sums, self._counts = {}, {}
         self.window_start = window_end
-        bad = [key for key, value in means.items() if not (value == value and abs(value) != float("inf"))]
+        bad = [key if "/" in key else f"{prefix}/{key}" for key, value in means.items() if not math.isfinite(value)]
         if bad:
             raise DivergenceError(
-                f"Training diverged: {', '.join(f'{prefix}/{key}' for key in bad)} became NaN or infinite in the updates "
-                f"{window_start}..{window_end}. Lower the learning rate, check the rewards' scale (reward_scale) and the "
-                "dataset for outliers; the last checkpoint saved before this window is still usable."
+                f"Training diverged: {', '.join(bad)} became NaN or infinite in the updates {window_start}..{window_end}. "
+                "Lower the learning rate, check the rewards' scale (reward_scale) and the dataset for outliers; "
+                "the last checkpoint saved before this window is still usable."
             )
         for key, value in means.items():
-            logger.record(f"{prefix}/{key}", value)
+            # keys that name their own group (e.g. "dare/mu_off") keep it
+            logger.record(key if "/" in key else f"{prefix}/{key}", value)
         return means

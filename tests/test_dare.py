@@ -1,0 +1,274 @@
+"""DARE on IQL (and Cal-QL): the mask leaves the base untouched when it should, scores, end to end, from_base."""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+import torch as th
+from stable_baselines3.common.logger import configure
+
+from sb3_dare import IQL, CalQL
+from sb3_dare.common.buffers import OfflineOnlineSamples
+from sb3_dare.dare import BehaviorModel
+from sb3_dare.dare.dare import DARE_IQL, DARE_CalQL
+from sb3_dare.plots import plot_exchange, plot_score_histogram
+
+ENV_ID = "InvertedPendulum-v5"
+TINY = dict(batch_size=32, policy_kwargs=dict(net_arch=[16, 16]), offline_eval_freq=0, offline_log_interval=50, seed=0)
+TINY_BEHAVIOR = dict(behavior_steps=50, energy_steps=30, behavior_batch_size=64, behavior_kwargs=dict(hidden_sizes=[16, 16]))
+
+
+class FixedBehavior(BehaviorModel):
+    """A deterministic 'behaviour model' (reference action = a fixed function of the state), for exact comparisons."""
+
+    name = "fixed-test"
+
+    def fit(self, observations, actions, n_steps, batch_size=256, learning_rate=None, progress_bar=False, seed=None):
+        self.fitted.fill_(True)
+        return {"loss": 0.0}
+
+    def sample(self, observations, n_samples=1, batch_size=65_536, generator=None, guidance_scale=None):
+        observations = th.as_tensor(observations, dtype=th.float32, device=self.device)
+        reference = th.tanh(observations[:, : self.action_dim].sum(dim=1, keepdim=True)).expand(-1, self.action_dim)
+        return reference.unsqueeze(1).expand(-1, n_samples, -1)
+
+
+def make_dare(dataset_id, **kwargs) -> DARE_IQL:
+    if not isinstance(kwargs.get("behavior_model", "diffusion"), str) or kwargs.get("behavior_model") == "gaussian":
+        kwargs.setdefault("guidance_scale", 0.0)
+    return DARE_IQL("MlpPolicy", ENV_ID, dataset=dataset_id, **{**TINY, **TINY_BEHAVIOR, "offline_steps": 20, **kwargs})
+
+
+def random_batch(n: int = 16) -> OfflineOnlineSamples:
+    generator = th.Generator().manual_seed(3)
+    return OfflineOnlineSamples(
+        observations=th.randn(n, 4, generator=generator),
+        actions=th.rand(n, 1, generator=generator) * 2 - 1,
+        next_observations=th.randn(n, 4, generator=generator),
+        dones=th.zeros(n, 1),
+        rewards=th.ones(n, 1),
+        discounts=None,
+        is_offline=th.arange(n) < n // 2,
+        scores=th.rand(n, generator=generator),
+        mc_returns=th.zeros(n),
+        indices=th.arange(n),
+    )
+
+
+def test_exchange_none_equals_iql_exactly(pendulum_balance_dataset):
+    iql = IQL("MlpPolicy", ENV_ID, dataset=pendulum_balance_dataset, **{**TINY, "offline_steps": 0})
+    dare = make_dare(pendulum_balance_dataset, exchange="none", behavior_model="gaussian", offline_steps=0)
+    for model in (iql, dare):
+        model._setup_offline_logger("test")
+    dare.policy.load_state_dict(iql.policy.state_dict())
+    for name in ("actor", "critic", "value_net"):
+        getattr(dare, name).optimizer.load_state_dict(getattr(iql, name).optimizer.state_dict())
+    dare.offline_phase_done = True  # the online phase: DARE's split would apply
+    batch = random_batch()
+    th.manual_seed(0)
+    iql_metrics = iql._train_step(batch)
+    th.manual_seed(0)
+    dare_metrics = dare._train_step(batch)
+    for key, value in iql_metrics.items():
+        assert th.equal(value, dare_metrics[key]), key
+    for (name, value), other in zip(iql.policy.state_dict().items(), dare.policy.state_dict().values(), strict=True):
+        assert th.equal(value, other), name
+
+
+def test_posterior_split_changes_the_losses(pendulum_balance_dataset):
+    dare = make_dare(pendulum_balance_dataset, behavior_model="gaussian", offline_steps=0, exchange_warmup=False)
+    dare._setup_offline_logger("test")
+    dare.offline_phase_done = True
+    dare.replay_buffer.attach_offline_data(dare._load_offline_data(dare.env))
+    metrics = dare._train_step(random_batch())
+    for key in ("dare/exchanged_off_to_on", "dare/mu_off", "dare/sigma_on", "dare/offline_like_fraction", "dare/overlap"):
+        assert key in metrics and th.isfinite(metrics[key])
+    assert "dare/online_like_log_prob" in metrics
+
+
+def test_cached_and_per_batch_scoring_give_the_same_masks(pendulum_balance_dataset):
+    cached = make_dare(
+        pendulum_balance_dataset, behavior_model=FixedBehavior(4, 1), score_mode="cached", exchange_warmup=False
+    )
+    cached.learn(40)
+    per_batch = make_dare(
+        pendulum_balance_dataset, behavior_model=FixedBehavior(4, 1), score_mode="per_batch", exchange_warmup=False
+    )
+    per_batch.learn(0)
+    per_batch.replay_buffer = cached.replay_buffer  # the same transitions; per_batch ignores the cached scores
+    for _ in range(5):
+        batch = cached.replay_buffer.sample(32)
+        assert not th.isnan(batch.scores).any()
+        np.testing.assert_allclose(
+            per_batch.score_transitions(batch.observations, batch.actions).numpy(), batch.scores.numpy(), rtol=1e-6
+        )
+        assert th.equal(cached._offline_like_mask(batch), per_batch._offline_like_mask(batch))
+
+
+@pytest.mark.parametrize("behavior_model", ["gaussian", "diffusion"])
+def test_end_to_end_learn_log_save_load_continue(pendulum_balance_dataset, tmp_path, behavior_model):
+    guidance = 1.0 if behavior_model == "diffusion" else 0.0
+    model = make_dare(pendulum_balance_dataset, behavior_model=behavior_model, guidance_scale=guidance, exchange_warmup=False)
+    model.set_logger(configure(str(tmp_path / "logs"), ["csv"]))
+    model.learn(60, log_interval=1)
+    assert model.behavior.is_fitted and model.offline_phase_done
+    assert (guidance > 0) == model.behavior.has_energy
+    buffer = model.replay_buffer
+    assert not np.isnan(buffer.offline_scores).any()
+    assert np.isnan(buffer.online_scores[:60]).sum() <= buffer.score_batch_size  # scored in batches
+    buffer.flush_scores()
+    assert not np.isnan(buffer.online_scores[:60]).any()
+    log = pd.read_csv(tmp_path / "logs" / "progress.csv")
+    for key in (
+        "dare/exchanged_off_to_on",
+        "dare/exchanged_on_to_off",
+        "dare/mu_off",
+        "dare/sigma_off",
+        "dare/mu_on",
+        "dare/sigma_on",
+        "dare/offline_like_fraction",
+        "dare/overlap",
+    ):
+        assert key in log.columns, key
+    assert plot_exchange(str(tmp_path / "logs")).endswith(".png")
+    assert plot_score_histogram(model, str(tmp_path / "scores.png"))
+
+    model.save(tmp_path / "dare")
+    loaded = DARE_IQL.load(tmp_path / "dare", env=gym.make(ENV_ID))
+    assert loaded.behavior.is_fitted and loaded.score_provenance["behavior_model"] == behavior_model
+    for key, value in model.behavior.state_dict().items():
+        th.testing.assert_close(loaded.behavior.state_dict()[key], value)
+    obs = np.random.default_rng(0).normal(size=(5, 4))
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    loaded.learn(20)  # offline data re-attached and re-scored, no refit, no second offline phase
+    assert loaded.offline_updates == 20 and not np.isnan(loaded.replay_buffer.offline_scores).any()
+
+
+def test_from_base_shares_the_offline_phase(pendulum_balance_dataset, tmp_path):
+    base = IQL("MlpPolicy", ENV_ID, dataset=pendulum_balance_dataset, **{**TINY, "offline_steps": 30})
+    base.learn(0)
+    base.save(tmp_path / "iql_offline")
+    for source in (base, tmp_path / "iql_offline"):
+        dare = DARE_IQL.from_base(source, env=gym.make(ENV_ID), behavior_model="gaussian", guidance_scale=0.0, **TINY_BEHAVIOR)
+        assert dare.offline_updates == 30 and dare.expectile == base.expectile
+        for key, value in base.policy.state_dict().items():
+            th.testing.assert_close(dare.policy.state_dict()[key], value)
+        dare.learn(10)
+        assert dare.offline_updates == 30 and dare.behavior.is_fitted
+    with pytest.raises(ValueError, match="needs a trained IQL"):
+        DARE_IQL.from_base(dare)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(behavior_model="vae"), r"Unknown behavior_model 'vae'; choose one of \('diffusion', 'gaussian'\)"),
+        (dict(guidance_scale=-1.0), "guidance_scale must be >= 0"),
+        (dict(exchange="magic"), "Unknown exchange rule"),
+        (dict(score_mode="sometimes"), "Unknown score_mode"),
+        (dict(exchange_quantile=1.0), "exchange_quantile"),
+        (dict(score_ema=1.0), "score_ema"),
+        (dict(online_ent_coef=-0.1), "online_ent_coef"),
+        (dict(n_reference_samples=0), "n_reference_samples"),
+    ],
+)
+def test_validation(pendulum_balance_dataset, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_dare(pendulum_balance_dataset, **kwargs)
+
+
+def test_guidance_ignored_for_gaussian_with_one_warning(pendulum_balance_dataset):
+    with pytest.warns(UserWarning, match="ignored with the 'gaussian' behaviour model"):
+        model = make_dare(pendulum_balance_dataset, behavior_model="gaussian", guidance_scale=3.0)
+    assert model.effective_guidance_scale == 0.0
+
+
+def test_behavior_model_object_and_file(pendulum_balance_dataset, tmp_path):
+    from sb3_dare.dare import make_behavior_model
+
+    behavior = make_behavior_model("gaussian", 4, 1, hidden_sizes=[8])
+    data = make_dare(pendulum_balance_dataset, behavior_model="gaussian")._load_offline_data(None)
+    behavior.fit(data.observations, data.actions, n_steps=20, batch_size=32)
+    behavior.save(tmp_path / "behavior.pt")
+    for source in (behavior, str(tmp_path / "behavior.pt")):
+        source = copy.deepcopy(source) if not isinstance(source, str) else source
+        model = make_dare(pendulum_balance_dataset, behavior_model=source, guidance_scale=0.0)
+        assert model.behavior_model == "gaussian" and model.behavior_kwargs["hidden_sizes"] == [8]
+        model.learn(5)
+        assert model.behavior.is_fitted
+
+
+# ---------------------------------------------------------------------- DARE on Cal-QL
+
+CALQL_TINY = dict(TINY, cql_n_actions=2)
+
+
+def test_dare_calql_exchange_none_equals_calql_exactly(pendulum_balance_dataset):
+    calql = CalQL("MlpPolicy", ENV_ID, dataset=pendulum_balance_dataset, **{**CALQL_TINY, "offline_steps": 0})
+    dare = DARE_CalQL(
+        "MlpPolicy",
+        ENV_ID,
+        dataset=pendulum_balance_dataset,
+        exchange="none",
+        behavior_model="gaussian",
+        guidance_scale=0.0,
+        **{**CALQL_TINY, **TINY_BEHAVIOR, "offline_steps": 0},
+    )
+    for model in (calql, dare):
+        model._setup_offline_logger("test")
+    dare.set_parameters(calql.get_parameters(), exact_match=False)
+    dare.log_ent_coef.data.copy_(calql.log_ent_coef.data)
+    dare.offline_phase_done = True
+    batch = random_batch()
+    th.manual_seed(0)
+    calql_metrics = calql._train_step(batch)
+    th.manual_seed(0)
+    dare_metrics = dare._train_step(batch)
+    for key, value in calql_metrics.items():
+        assert th.equal(value, dare_metrics[key]), key
+
+
+def test_dare_calql_drops_the_regulariser_on_online_like_samples(pendulum_balance_dataset):
+    dare = DARE_CalQL(
+        "MlpPolicy",
+        ENV_ID,
+        dataset=pendulum_balance_dataset,
+        behavior_model="gaussian",
+        guidance_scale=0.0,
+        **{**CALQL_TINY, **TINY_BEHAVIOR, "offline_steps": 0},
+    )
+    dare._setup_offline_logger("test")
+    dare.offline_phase_done = True
+    batch = random_batch()
+    state = copy.deepcopy(dare.get_parameters())
+    th.manual_seed(0)
+    dare._offline_like_mask = lambda data: th.zeros(len(data.rewards), dtype=th.bool)  # type: ignore[method-assign]
+    released = dare._train_step(batch)
+    dare.set_parameters(state)
+    th.manual_seed(0)
+    dare._offline_like_mask = lambda data: None  # type: ignore[method-assign]
+    full = dare._train_step(batch)
+    conservative = [key for key in released if "cql" in key or "conservative" in key]
+    assert conservative, sorted(released)
+    assert any(released[key].item() == 0.0 and full[key].item() != 0.0 for key in conservative)
+
+
+def test_dare_calql_end_to_end_and_from_base(pendulum_balance_dataset, tmp_path):
+    base = CalQL("MlpPolicy", ENV_ID, dataset=pendulum_balance_dataset, **{**CALQL_TINY, "offline_steps": 20})
+    base.learn(0)
+    dare = DARE_CalQL.from_base(
+        base, env=gym.make(ENV_ID), behavior_model="gaussian", guidance_scale=0.0, exchange_warmup=False, **TINY_BEHAVIOR
+    )
+    th.testing.assert_close(dare.log_ent_coef, base.log_ent_coef)
+    dare.set_logger(configure(str(tmp_path / "logs"), ["csv"]))
+    dare.learn(40, log_interval=1)
+    assert dare.offline_updates == 20 and dare.behavior.is_fitted
+    assert "dare/offline_like_fraction" in pd.read_csv(tmp_path / "logs" / "progress.csv").columns
+    dare.save(tmp_path / "dare_calql")
+    loaded = DARE_CalQL.load(tmp_path / "dare_calql", env=gym.make(ENV_ID))
+    loaded.learn(10)
+    assert loaded.num_timesteps == 10

@@ -1,0 +1,121 @@
+"""Exchange rules on hand-made score sets, and the posterior against a direct computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch as th
+
+from sb3_dare.dare.exchange import (
+    EXCHANGE_RULES,
+    GaussianFit,
+    ScoreMomentsEMA,
+    bhattacharyya_coefficient,
+    exchange,
+    online_posterior,
+)
+
+
+def two_clusters():
+    # offline scores around 1, online around 5; offline sample 9 behaves like online data, online sample 11 like
+    # offline data
+    offline = [0.8, 1.0, 1.2, 0.9, 1.1, 1.0, 0.95, 1.05, 4.9, 1.0]
+    online = [5.0, 4.8, 5.2, 5.1, 4.9, 5.0, 1.0, 5.05, 4.95, 5.1]
+    scores = th.tensor(offline + online)
+    is_offline = th.tensor([True] * 10 + [False] * 10)
+    return scores, is_offline
+
+
+def test_posterior_rule_swaps_the_misplaced_samples():
+    scores, is_offline = two_clusters()
+    result = exchange(scores, is_offline, rule="posterior")
+    expected = is_offline.clone()
+    expected[8] = False  # offline sample at 4.9 -> online-like
+    expected[16] = True  # online sample at 1.0 -> offline-like
+    assert th.equal(result.offline_like, expected)
+    assert int(result.exchanged_off_to_on) == 1 and int(result.exchanged_on_to_off) == 1
+    metrics = result.metrics()
+    assert metrics["dare/offline_like_fraction"].item() == pytest.approx(0.5)
+    assert metrics["dare/mu_off"].item() == pytest.approx(float(scores[:10].mean()), rel=1e-6)
+    assert metrics["dare/sigma_on"].item() == pytest.approx(float(scores[10:].std(unbiased=False)), rel=1e-5)
+
+
+def test_posterior_matches_direct_formula():
+    scores = th.tensor([0.0, 1.0, 2.5, 4.0])
+    off, on = GaussianFit(th.tensor(1.0), th.tensor(0.5)), GaussianFit(th.tensor(3.0), th.tensor(1.5))
+    rho_off = 0.25
+
+    def normal(x, m, s):
+        return math.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+
+    expected = [
+        (1 - rho_off) * normal(d, 3.0, 1.5) / (rho_off * normal(d, 1.0, 0.5) + (1 - rho_off) * normal(d, 3.0, 1.5))
+        for d in scores.tolist()
+    ]
+    np.testing.assert_allclose(online_posterior(scores, off, on, th.tensor(rho_off)).numpy(), expected, rtol=1e-5)
+
+
+def test_far_tails_do_not_underflow():
+    off, on = GaussianFit(th.tensor(0.0), th.tensor(0.01)), GaussianFit(th.tensor(1.0), th.tensor(0.01))
+    posterior = online_posterior(th.tensor([-50.0, 50.0]), off, on, th.tensor(0.5))
+    assert th.isfinite(posterior).all()
+    assert posterior[1] > 0.5 and posterior[0] < 0.5
+
+
+def test_origin_threshold_none_rules():
+    scores, is_offline = two_clusters()
+    assert th.equal(exchange(scores, is_offline, rule="origin").offline_like, is_offline)
+    assert exchange(scores, is_offline, rule="none").offline_like.all()
+    threshold = exchange(scores, is_offline, rule="threshold", quantile=0.5).offline_like
+    assert th.equal(threshold, scores <= th.quantile(scores, 0.5))
+    assert int(threshold.sum()) == 10
+
+
+def test_random_rule_makes_as_many_swaps_as_the_posterior():
+    scores, is_offline = two_clusters()
+    generator = th.Generator().manual_seed(0)
+    result = exchange(scores, is_offline, rule="random", generator=generator)
+    assert int(result.exchanged_off_to_on) == 1 and int(result.exchanged_on_to_off) == 1
+    changed = set(th.nonzero(result.offline_like != is_offline).squeeze(-1).tolist())
+    assert len(changed) == 2
+
+
+def test_sigma_floor_is_relative_to_the_batch():
+    scores = th.tensor([1.0, 1.0, 1.0, 5.0, 5.0, 5.0])  # each origin has zero spread
+    is_offline = th.tensor([True, True, True, False, False, False])
+    result = exchange(scores, is_offline, sigma_floor=0.1)
+    floor = 0.1 * float(scores.std(unbiased=False))
+    assert result.offline_fit.std.item() == pytest.approx(floor, rel=1e-4)
+    assert th.equal(result.offline_like, is_offline)  # well separated: nothing moves
+
+
+def test_overlap_is_the_bhattacharyya_coefficient():
+    same = GaussianFit(th.tensor(1.0), th.tensor(2.0))
+    assert bhattacharyya_coefficient(same, same).item() == pytest.approx(1.0)
+    far = GaussianFit(th.tensor(100.0), th.tensor(1.0))
+    assert bhattacharyya_coefficient(GaussianFit(th.tensor(0.0), th.tensor(1.0)), far).item() < 1e-100 + 1e-30
+
+
+def test_batches_without_online_samples_keep_everything_offline_like():
+    scores = th.rand(16)
+    for rule in ("posterior", "random", "origin"):
+        assert exchange(scores, th.ones(16, dtype=th.bool), rule=rule).offline_like.all()
+
+
+def test_moving_average_of_moments():
+    ema = ScoreMomentsEMA(0.5)
+    scores, is_offline = two_clusters()
+    first = exchange(scores, is_offline, moments_ema=ema)
+    second = exchange(scores + 1.0, is_offline, moments_ema=ema)
+    assert first.offline_fit.mean.item() == pytest.approx(float(scores[:10].mean()), rel=1e-6)
+    assert second.offline_fit.mean.item() == pytest.approx(float(scores[:10].mean()) + 0.5, rel=1e-6)
+    with pytest.raises(ValueError, match="score_ema"):
+        ScoreMomentsEMA(1.5)
+
+
+def test_unknown_rule():
+    with pytest.raises(ValueError, match="choose one of"):
+        exchange(th.zeros(4), th.ones(4, dtype=th.bool), rule="magic")
+    assert "posterior" in EXCHANGE_RULES
