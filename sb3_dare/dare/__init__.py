@@ -10,11 +10,13 @@ from sb3_dare.dare.behavior import (
 from sb3_dare.dare.dare import DARE_IQL, DARE_CalQL
 from sb3_dare.dare.diffusion import DiffusionBehaviorModel, VPSchedule
 from sb3_dare.dare.energy import TimeDependentEnergy, contrastive_energy_loss, train_energy_cep
+from sb3_dare.dare.exchange import EXCHANGE_RULES
 from sb3_dare.dare.gaussian import GaussianBehaviorModel
 
 __all__ = [
     "BEHAVIOR_MODELS",
     "DARE_IQL",
+    "EXCHANGE_RULES",
     "BehaviorModel",
     "DARE_CalQL",
     "DiffusionBehaviorModel",

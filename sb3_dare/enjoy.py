@@ -1,0 +1,9 @@
+"""``python -m sb3_dare.enjoy``: RL Zoo's ``enjoy`` with sb3_dare's algorithms registered (no start-up hook needed)."""
+
+from sb3_dare.zoo import register
+
+if __name__ == "__main__":
+    register()
+    from rl_zoo3.enjoy import enjoy
+
+    enjoy()
