@@ -84,7 +84,7 @@ setup(
     packages=find_packages(include=["sb3_dare", "sb3_dare.*"]),
     py_modules=["_sb3_dare_zoo_hook"],
     cmdclass=cmdclass,
-    package_data={"sb3_dare": ["version.txt", "py.typed"]},
+    package_data={"sb3_dare": ["version.txt", "py.typed", "datasets/*/*/data/*"]},
     install_requires=[
         "stable-baselines3>=2.9.2,<3",
         "sb3-contrib>=2.9.2,<3",

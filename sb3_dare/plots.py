@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import glob
 import os
 from typing import TYPE_CHECKING, Any
@@ -41,12 +42,11 @@ def read_dare_log(run_dir: str) -> dict[str, np.ndarray]:
     """
     csv_files = sorted(glob.glob(os.path.join(run_dir, "**", "progress.csv"), recursive=True))
     if csv_files:
-        import pandas as pd
-
-        frame = pd.read_csv(csv_files[-1])
-        if "dare/offline_like_fraction" in frame.columns:
-            frame = frame[frame["dare/offline_like_fraction"].notna()]
-            return {key: frame[key].to_numpy(dtype=float) for key in ("time/total_timesteps", *DARE_KEYS) if key in frame}
+        with open(csv_files[-1], newline="") as file_handler:
+            rows = [row for row in csv.DictReader(file_handler) if row.get("dare/offline_like_fraction")]
+        if rows:
+            keys = [key for key in ("time/total_timesteps", *DARE_KEYS) if key in rows[0]]
+            return {key: np.array([float(row[key]) if row[key] else np.nan for row in rows]) for key in keys}
     event_files = sorted(glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True))
     if event_files:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
