@@ -106,6 +106,8 @@ setup(
         # several RL Zoo -optimize workers on machines sharing one PostgreSQL storage (examples/distributed_optuna.sh)
         "distributed": [*ZOO_REQUIREMENTS, "psycopg2-binary"],
         "tests": [
+            # Minari's own DataCollector needs jax: the loader is tested against it too
+            "minari[create]>=0.5.4,<0.6",
             "pytest>=8",
             "pytest-xdist",
             "pytest-timeout",
