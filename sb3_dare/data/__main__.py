@@ -215,8 +215,8 @@ def _info(dataset_name: str) -> int:
         rows.append(
             (
                 "normalised score",
-                f"mean {scores.mean():.1f} (100 * (return - {data.ref_min_score:.1f}) / "
-                f"({data.ref_max_score:.1f} - {data.ref_min_score:.1f}))",
+                f"mean {scores.mean():.1f}, min {scores.min():.1f}, max {scores.max():.1f} (ref_min_score "
+                f"{data.ref_min_score:.1f}, ref_max_score {data.ref_max_score:.1f})",
             )
         )
     else:

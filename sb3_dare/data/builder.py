@@ -286,6 +286,7 @@ def train_policies(
     settings = _training_settings(
         env_id, train_steps, seed, sac_kwargs, env_kwargs, checkpoint_freq, n_checkpoint_episodes, n_eval_episodes
     )
+    _check_env(env_id, env_kwargs)
     policies_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     policies_dir = policies_dir / "policies"
     entry = policies_dir / _cache_key(settings)
