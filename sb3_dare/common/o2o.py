@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
+import pathlib
+import random
 import time
 import warnings
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import gymnasium as gym
@@ -13,16 +17,26 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.save_util import recursive_getattr
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import configure_logger
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from sb3_dare.common.buffers import OfflineOnlineReplayBuffer, OfflineOnlineSamples
 from sb3_dare.common.callbacks import O2OProgressBarCallback, offline_step_callbacks
+from sb3_dare.common.checkpoint import (
+    ALGORITHM_KEY,
+    VERSION_KEY,
+    atomic_write,
+    check_saved_model,
+    installed_version,
+    sb3_save_path,
+)
 from sb3_dare.common.evaluation import evaluate_normalized
-from sb3_dare.common.logging import MetricAccumulator
+from sb3_dare.common.logging import DivergenceError, MetricAccumulator
 from sb3_dare.common.policies import O2OPolicy
 from sb3_dare.data import OfflineData, load_offline_data
 
@@ -158,6 +172,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         self._dataset_object: Any = None
         self._offline_eval_env: VecEnv | gym.Env | None = None
         self._metrics = MetricAccumulator()
+        self._checkpoint_total_timesteps = 0  # the interrupted learn()'s target, set by load_checkpoint
         if _init_setup_model:
             self._validate_hyperparameters()
             if self.env is not None:
@@ -333,7 +348,13 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         self._update_learning_rates()
         for _ in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size)
-            self._metrics.add(self._train_step(replay_data))
+            try:
+                self._metrics.add(self._train_step(replay_data))
+            except (ValueError, RuntimeError):
+                # NaN parameters make torch.distributions refuse their arguments before any log dump:
+                # report the divergence (loss and window) rather than the symptom, chained to it
+                self._raise_if_diverged()
+                raise
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
@@ -515,13 +536,168 @@ class O2OAlgorithm(OffPolicyAlgorithm):
             "eval_env",
             "_offline_eval_env",
             "_metrics",
+            "_checkpoint_total_timesteps",
         ]
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """
+        SB3's ``save``, plus the sb3_dare version and the algorithm's name in the zip's data (checked by
+        :meth:`load`). A path is written atomically (a temporary file in the same folder, renamed over it), so a
+        kill during the save leaves the previous file intact.
+
+        :param path: the file (``.zip`` is added without a suffix, as in SB3) or an open binary file
+        :param exclude: attributes not to save, besides the default ones
+        :param include: attributes to save even if excluded by default
+        """
+        setattr(self, VERSION_KEY, installed_version())
+        setattr(self, ALGORITHM_KEY, type(self).__name__)
+        base_save = super().save
+        if isinstance(path, str | os.PathLike):
+            target = sb3_save_path(path)
+            if not target.is_dir():  # SB3 handles a folder path itself (it saves next to it)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(target, lambda file: base_save(file, exclude=exclude, include=include))  # type: ignore[arg-type]
+                return
+        base_save(path, exclude=exclude, include=include)
+
+    @classmethod
+    def load(
+        cls: type[SelfO2OAlgorithm],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | str | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfO2OAlgorithm:
+        """
+        SB3's ``load``, after checks that name the problem and its fix: a missing file (FileNotFoundError); a corrupt
+        or truncated zip, a zip not saved by sb3_dare or by an incompatible version, a zip of another algorithm,
+        an env with other spaces (ValueError).
+
+        :param path: the saved zip (a path, with or without ``.zip``, or an open binary file)
+        :param env: the env to continue in (an env id is made with ``gym.make``); None to only predict
+        :param device: torch device
+        :param custom_objects: see SB3
+        :param print_system_info: see SB3
+        :param force_reset: reset the env before training (SB3's default)
+        :param kwargs: attributes to change, e.g. ``dataset=`` for a model trained on an in-memory dataset
+        :return: the model
+        """
+        if isinstance(env, str):
+            env = gym.make(env)
+        check_saved_model(path, cls, env)  # type: ignore[arg-type]
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+
+    @classmethod
+    def load_checkpoint(
+        cls: type[SelfO2OAlgorithm],
+        path: str | os.PathLike,
+        env: GymEnv | None = None,
+        device: str = "auto",
+        sequence: int | None = None,
+        **kwargs: Any,
+    ) -> SelfO2OAlgorithm:
+        """
+        Load the latest checkpoint written by :class:`sb3_dare.common.checkpoint.O2OCheckpointCallback` (model,
+        online replay buffer, counters, optimizers, RNG states). Continue with
+        ``model.learn(remaining, reset_num_timesteps=False)``, or use :func:`sb3_dare.common.checkpoint.resume`,
+        which computes ``remaining``.
+
+        :param path: the checkpoint folder or its manifest ``<name_prefix>_latest.json``
+        :param env: the env (default: made from the env id recorded in the manifest); it starts a new episode
+        :param device: torch device
+        :param sequence: an older kept checkpoint instead of the latest
+        :param kwargs: passed to :meth:`load`
+        :return: the model
+        """
+        from sb3_dare.common.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, env=env, device=device, algorithm=cls, sequence=sequence, **kwargs)  # type: ignore[return-value]
+
+    def _get_rng_states(self) -> dict[str, Any]:
+        """
+        The states of the random number generators training draws from, saved with checkpoints: Python's, NumPy's
+        and torch's global generators (CUDA's too), the action space's (warm-up actions) and every
+        ``torch.Generator`` attribute of the model (e.g. DARE's score generator). Extend it for other generators.
+        """
+        states: dict[str, Any] = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": th.get_rng_state(),
+            "action_space": self.action_space.np_random.bit_generator.state,
+            "generators": {name: value.get_state() for name, value in vars(self).items() if isinstance(value, th.Generator)},
+        }
+        if th.cuda.is_available():
+            states["torch_cuda"] = th.cuda.get_rng_state_all()
+        return states
+
+    def _set_rng_states(self, states: dict[str, Any]) -> None:
+        """Restore what :meth:`_get_rng_states` returned (after ``load``, which re-seeds every generator)."""
+        random.setstate(states["python"])
+        np.random.set_state(states["numpy"])
+        th.set_rng_state(states["torch"])
+        if "torch_cuda" in states and th.cuda.is_available() and len(states["torch_cuda"]) == th.cuda.device_count():
+            th.cuda.set_rng_state_all(states["torch_cuda"])
+        self.action_space.np_random.bit_generator.state = states["action_space"]
+        for name, state in states["generators"].items():
+            generator = getattr(self, name, None)
+            if isinstance(generator, th.Generator):
+                generator.set_state(state)
+
+    def _get_checkpoint_extra_state(self) -> dict[str, Any]:
+        """Runtime state that neither the zip nor the replay buffer holds but a resumed run needs (for subclasses)."""
+        return {}
+
+    def _set_checkpoint_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_get_checkpoint_extra_state` returned."""
+
+    def _raise_if_diverged(self) -> None:
+        """
+        Raise :class:`DivergenceError` if a parameter of the policy (or a saved tensor such as log(alpha)) is NaN or
+        infinite. Checkpoints call it before writing, so a diverged model never replaces the last good checkpoint;
+        the error names the losses of the current log window that are not finite, and the window.
+        """
+        tensors = [*self.policy.state_dict().values()]
+        tensors += [recursive_getattr(self, name) for name in self._get_torch_save_params()[1]]
+        floating = [tensor.detach() for tensor in tensors if isinstance(tensor, th.Tensor) and tensor.is_floating_point()]
+        if not floating or bool(th.stack([th.isfinite(tensor).all() for tensor in floating]).all()):
+            return
+        prefix, window_end = ("train", self._n_updates) if self.offline_phase_done else ("offline", self.offline_updates)
+        window_start = self._metrics.window_start
+        logger = getattr(self, "_logger", None) or Logger(folder=None, output_formats=[])
+        self._metrics.flush(logger, prefix, window_end)  # raises naming the losses when they are not finite
+        raise DivergenceError(
+            f"Training diverged: the model's parameters became NaN or infinite in the updates {window_start}..{window_end}. "
+            "Lower the learning rate, check the rewards' scale (reward_scale) and the dataset for outliers; "
+            "the last checkpoint is still usable."
+        )
 
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
         """Load the online part of a saved replay buffer; the offline part is re-attached at the next learn()."""
+        previous = self.replay_buffer
         super().load_replay_buffer(path, truncate_last_traj=truncate_last_traj)
-        if not isinstance(self.replay_buffer, OfflineOnlineReplayBuffer):
-            raise ValueError(f"{path} does not hold an OfflineOnlineReplayBuffer.")
+        loaded = self.replay_buffer
+        if not isinstance(loaded, OfflineOnlineReplayBuffer):
+            self.replay_buffer = previous  # the model stays as it was
+            raise ValueError(
+                f"{path} does not hold an OfflineOnlineReplayBuffer (it holds a {type(loaded).__name__}): "
+                "pass a file written by save_replay_buffer() of an sb3_dare model."
+            )
         if self._offline_data is not None:
             self.replay_buffer.attach_offline_data(self._offline_data)
 
