@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule, polyak_update
+from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_dare.calql.policies import CalQLPolicy, MlpPolicy
 from sb3_dare.common.buffers import OfflineOnlineSamples
-from sb3_dare.common.networks import QEnsemble, SquashedGaussianActor
-from sb3_dare.common.o2o import O2OAlgorithm, _check_range, sample_weight_mean
+from sb3_dare.common.networks import QEnsemble, SquashedGaussianActor, soft_update
+from sb3_dare.common.o2o import O2OAlgorithm, _check_range
 from sb3_dare.common.policies import O2OPolicy
 from sb3_dare.data import OfflineData
 
 # the Lagrange multiplier alpha' is clipped to [0, MAX_ALPHA_PRIME], as in the reference implementations
 MAX_ALPHA_PRIME = 1e6
+# the critic loss is computed and back-propagated in chunks of about this many state-action rows (see _train_step):
+# a chunk's activations (2 critics x rows x 256 floats, 4 MB) stay in the cache between its forward and backward passes
+CRITIC_CHUNK_ROWS = 2048
 
 
 def calibrate(policy_q_values: th.Tensor, mc_returns: th.Tensor) -> th.Tensor:
@@ -110,6 +114,8 @@ class CalQL(O2OAlgorithm):
         at x) or a fixed float
     :param target_entropy: entropy target of the learned coefficient (``"auto"``: ``-action_dim``)
     :param backup_entropy: subtract ``alpha log pi(a' | s')`` in the TD target (off, as in the Cal-QL reference)
+    :param torch_compile: compute the critic's losses through ``torch.compile`` (on CPU it needs a C++ compiler; the
+        first updates take longer while it compiles; see ``docs/speed.md``)
     :param buffer_size: capacity of the online part of the replay buffer
     :param learning_starts: env steps before online updates start
     :param batch_size: minibatch size
@@ -165,6 +171,7 @@ class CalQL(O2OAlgorithm):
         ent_coef: str | float = "auto",
         target_entropy: str | float = "auto",
         backup_entropy: bool = False,
+        torch_compile: bool = False,
         buffer_size: int = 1_000_000,
         learning_starts: int = 0,
         batch_size: int = 256,
@@ -201,6 +208,8 @@ class CalQL(O2OAlgorithm):
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
         self.backup_entropy = backup_entropy
+        self.torch_compile = torch_compile
+        self._compiled_critic_losses: Callable[..., tuple[th.Tensor, ...]] | None = None
         self.log_ent_coef = None
         self.ent_coef_optimizer = None
         self.log_cql_alpha_prime = None
@@ -328,19 +337,25 @@ class CalQL(O2OAlgorithm):
         ent_coef = self.log_ent_coef.detach().exp() if self.log_ent_coef is not None else self.ent_coef_tensor
 
         # a~ ~ pi(. | s), reparameterised, for the actor and temperature losses
-        new_actions, new_log_prob = self.actor.action_log_prob(observations)
+        mean, log_std = self.actor.mean_log_std(observations)
+        new_actions, new_log_prob = self.actor.sample_with_log_prob(mean, log_std)
 
         with th.no_grad():
-            # one actor call: n actions from pi(. | s), n from pi(. | s') for the regulariser, one more from pi(. | s')
-            # for the TD target
-            policy_states = th.cat(
+            # one draw: n actions from pi(. | s), n from pi(. | s') for the regulariser, one more from pi(. | s') for
+            # the TD target; the actor network runs once per state (pi(. | s) is the one above), not once per action
+            next_mean, next_log_std = self.actor.mean_log_std(next_observations)
+            policy_mean = th.cat(
+                [mean.detach().unsqueeze(1).expand(-1, n_actions, -1), next_mean.unsqueeze(1).expand(-1, n_actions + 1, -1)],
+                dim=1,
+            )
+            policy_log_std = th.cat(
                 [
-                    observations.unsqueeze(1).expand(-1, n_actions, -1),
-                    next_observations.unsqueeze(1).expand(-1, n_actions + 1, -1),
+                    log_std.detach().unsqueeze(1).expand(-1, n_actions, -1),
+                    next_log_std.unsqueeze(1).expand(-1, n_actions + 1, -1),
                 ],
                 dim=1,
             )
-            policy_actions, policy_log_probs = self.actor.action_log_prob(policy_states)
+            policy_actions, policy_log_probs = self.actor.sample_with_log_prob(policy_mean, policy_log_std)
             current_actions, next_actions, target_actions = policy_actions.split([n_actions, n_actions, 1], dim=1)
             log_prob_current, log_prob_next, target_log_prob = policy_log_probs.split([n_actions, n_actions, 1], dim=1)
             uniform_actions = th.rand_like(current_actions) * 2.0 - 1.0
@@ -351,32 +366,40 @@ class CalQL(O2OAlgorithm):
                 next_q = next_q - ent_coef * target_log_prob.squeeze(1)
             q_targets = rewards + self.gamma * not_done * next_q
 
-        # Q_k(s, .) of the data action and the 3n sampled actions: both critics, all 1 + 3n actions in one call
-        candidate_actions = th.cat([actions.unsqueeze(1), uniform_actions, current_actions, next_actions], dim=1)
-        candidate_states = observations.unsqueeze(1).expand(-1, 1 + 3 * n_actions, -1)
-        q_values = self.critic(candidate_states, candidate_actions)  # (n_critics, batch, 1 + 3n)
-        q_data, q_uniform, q_current, q_next = q_values.split([1, n_actions, n_actions, n_actions], dim=-1)
-        q_data = q_data.squeeze(-1)
-
-        # L_TD = sum_k (Q_k(s, a) - y)^2   (all samples)
-        td_loss = (q_data - q_targets.unsqueeze(0)).pow(2).sum(dim=0).mean()
-
-        # gap_k = tau logsumexp_j(q_j / tau) - Q_k(s, a), policy-action Q bounded below by the MC return-to-go
         mc_returns = replay_data.mc_returns if self.calibration else None
-        gaps = cql_gap(
-            q_data,
-            q_uniform,
-            q_current,
-            q_next,
-            log_prob_current,
-            log_prob_next,
-            mc_returns,
-            action_dim=actions.shape[-1],
-            temperature=self.cql_temperature,
-            importance_sample=self.cql_importance_sample,
-        )
-        # L_CQL = cql_alpha sum_k gap_k   or   cql_alpha alpha' sum_k (gap_k - target_gap)   (offline-like samples)
-        conservative_loss, alpha_prime_loss, metrics = self._conservative_loss(gaps, offline_like)
+        candidate_actions = th.cat([actions.unsqueeze(1), uniform_actions, current_actions, next_actions], dim=1)
+
+        optimizers = self._optimizers()
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        # The critic loss is a mean of per-sample terms: it is computed and back-propagated chunk of states by chunk of
+        # states (about CRITIC_CHUNK_ROWS state-action rows each), while a chunk's activations are still in the cache.
+        # The gradients add up to those of the whole batch; on a CPU the update takes about a quarter less time.
+        batch_size = observations.shape[0]
+        critic_losses = self._critic_losses
+        if self.torch_compile:
+            if self._compiled_critic_losses is None:
+                self._compiled_critic_losses = th.compile(self._critic_losses, dynamic=False)
+            critic_losses = self._compiled_critic_losses
+        loss_sums = th.zeros(3, device=observations.device)
+        parts: dict[str, list[th.Tensor]] = {"q_data": [], "gaps": [], "q_policy": []}
+        for chunk in state_chunks(batch_size, candidate_actions.shape[1]):
+            terms = critic_losses(
+                observations[chunk],
+                candidate_actions[chunk],
+                q_targets[chunk],
+                log_prob_current[chunk],
+                log_prob_next[chunk],
+                None if mc_returns is None else mc_returns[chunk],
+                None if offline_like is None else offline_like[chunk],
+            )
+            # the losses are sums over the chunk's samples: divided by the batch size, the chunks add up to batch means
+            chunk_losses = th.stack(terms[:3])
+            (chunk_losses.sum() / batch_size).backward()
+            loss_sums += chunk_losses.detach()
+            for key, value in zip(parts, terms[3:], strict=True):
+                parts[key].append(value)
+        td_loss, conservative_loss, alpha_prime_loss = (loss_sums / batch_size).unbind()
         critic_loss = td_loss + conservative_loss
 
         # L_pi = alpha log pi(a~ | s) - min_k Q_k(s, a~)   (all samples; the critics' parameters get no gradient from it)
@@ -385,70 +408,138 @@ class CalQL(O2OAlgorithm):
         self.critic.requires_grad_(True)
         actor_loss = (ent_coef * new_log_prob - q_new_actions).mean()
 
-        total_loss = actor_loss + critic_loss + alpha_prime_loss
+        metrics: dict[str, th.Tensor] = {}
+        policy_loss = actor_loss
         if self.log_ent_coef is not None:
             # L_alpha = -log(alpha) (log pi(a~ | s) + target_entropy)   (all samples)
             ent_coef_loss = -(self.log_ent_coef * (new_log_prob.detach() + float(self.target_entropy))).mean()
-            total_loss = total_loss + ent_coef_loss
+            policy_loss = policy_loss + ent_coef_loss
             metrics["ent_coef_loss"] = ent_coef_loss.detach()
-
-        optimizers = self._optimizers()
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        # every loss sees the other networks' outputs detached (the actor's Q through frozen critic parameters),
-        # so one backward pass gives each parameter the gradient of its own loss; all use the pre-update networks
-        total_loss.backward()
+        # each loss sees the other networks' outputs detached (the actor's Q through frozen critic parameters), so these
+        # backward passes give each parameter the gradient of its own loss; all use the pre-update networks
+        policy_loss.backward()
+        if self.log_cql_alpha_prime is not None:
+            # the multiplier the losses used (before this update's step)
+            metrics["cql_alpha_prime"] = self.log_cql_alpha_prime.detach().exp().clamp(0.0, MAX_ALPHA_PRIME)
+            metrics["cql_alpha_prime_loss"] = alpha_prime_loss
         for optimizer in optimizers:
             optimizer.step()
-        polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+        soft_update(self.critic, self.critic_target, self.tau)
 
-        with th.no_grad():
-            q_policy = th.cat([q_current, q_next], dim=-1)
-            if mc_returns is not None:
-                raised = (q_policy < mc_returns.unsqueeze(-1)).float().mean()  # NaN compares False: unknown never raised
-            else:
-                raised = th.zeros((), device=q_policy.device)
         metrics.update(
-            critic_loss=critic_loss.detach(),
-            td_loss=td_loss.detach(),
-            conservative_loss=conservative_loss.detach(),
-            cql_gap=gaps.detach().mean(),
+            critic_loss=critic_loss,
+            td_loss=td_loss,
+            conservative_loss=conservative_loss,
+            cql_gap=th.cat(parts["gaps"], dim=1).mean(),
             actor_loss=actor_loss.detach(),
             ent_coef=ent_coef,
             entropy=-new_log_prob.detach().mean(),
-            q_value=q_data.detach().mean(),
-            calibration_rate=raised,
+            q_value=th.cat(parts["q_data"], dim=1).mean(),
+            calibration_rate=self._calibration_rate(th.cat(parts["q_policy"], dim=1), mc_returns),
             mc_return_known=(~th.isnan(replay_data.mc_returns)).float().mean(),
         )
         return metrics
 
-    def _conservative_loss(
-        self, gaps: th.Tensor, offline_like: th.Tensor | None
-    ) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
+    def _critic_losses(
+        self,
+        observations: th.Tensor,
+        candidate_actions: th.Tensor,
+        q_targets: th.Tensor,
+        log_prob_current: th.Tensor,
+        log_prob_next: th.Tensor,
+        mc_returns: th.Tensor | None,
+        offline_like: th.Tensor | None,
+    ) -> tuple[th.Tensor, ...]:
         """
-        The conservative term of the critic loss (masked per sample) and, in the Lagrange form, the loss of alpha'.
+        The critic's losses summed over some samples (a chunk of the batch), and what the metrics need.
 
-        :param gaps: (n_critics, batch) CQL gaps
-        :param offline_like: the samples that keep the regulariser (None: all)
-        :return: the critic's conservative loss, the Lagrange multiplier's loss (0 without it), metrics
+        :param observations: (n, obs_dim) normalised states
+        :param candidate_actions: (n, 1 + 3 cql_n_actions, action_dim): the data action, the uniform actions, the
+            actions of pi(. | s) and those of pi(. | s')
+        :param q_targets: (n,) TD targets
+        :param log_prob_current: (n, cql_n_actions) log-probabilities of the actions of pi(. | s)
+        :param log_prob_next: (n, cql_n_actions) log-probabilities of the actions of pi(. | s')
+        :param mc_returns: (n,) returns-to-go for the calibration (None: no calibration)
+        :param offline_like: (n,) the samples that keep the regulariser (None: all)
+        :return: sums over the samples of the TD loss, the conservative loss and the Lagrange multiplier's loss (0
+            without it); then,
+            detached, the data actions' Q-values (n_critics, n), the gaps (n_critics, n) and the policy actions' Q-values
+            (n_critics, n, 2 cql_n_actions)
+        """
+        n_actions = self.cql_n_actions
+        # Q_k(s, .) of the data action and the 3n sampled actions: both critics, all 1 + 3n actions in one call
+        candidate_states = observations.unsqueeze(1).expand(-1, candidate_actions.shape[1], -1)
+        q_values = self.critic(candidate_states, candidate_actions)  # (n_critics, n, 1 + 3n)
+        q_data, q_uniform, q_current, q_next = q_values.split([1, n_actions, n_actions, n_actions], dim=-1)
+        q_data = q_data.squeeze(-1)
+
+        # L_TD = sum_k (Q_k(s, a) - y)^2   (all samples)
+        td_losses = (q_data - q_targets.unsqueeze(0)).pow(2).sum(dim=0)
+
+        # gap_k = tau logsumexp_j(q_j / tau) - Q_k(s, a), policy-action Q bounded below by the MC return-to-go
+        gaps = cql_gap(
+            q_data,
+            q_uniform,
+            q_current,
+            q_next,
+            log_prob_current,
+            log_prob_next,
+            mc_returns,
+            action_dim=candidate_actions.shape[-1],
+            temperature=self.cql_temperature,
+            importance_sample=self.cql_importance_sample,
+        )
+        # L_CQL = cql_alpha sum_k gap_k   or   cql_alpha alpha' sum_k (gap_k - target_gap)   (offline-like samples)
+        conservative_losses, alpha_prime_losses = self._conservative_losses(gaps, offline_like)
+
+        return (
+            td_losses.sum(),
+            conservative_losses.sum(),
+            alpha_prime_losses.sum(),
+            q_data.detach(),
+            gaps.detach(),
+            q_values.detach()[..., 1 + n_actions :],
+        )
+
+    @staticmethod
+    def _calibration_rate(q_policy: th.Tensor, mc_returns: th.Tensor | None) -> th.Tensor:
+        """Fraction of the policy actions' Q-values raised to the return-to-go (0 without calibration)."""
+        if mc_returns is None:
+            return th.zeros((), device=q_policy.device)
+        return (q_policy < mc_returns.unsqueeze(-1)).float().mean()  # NaN compares False: unknown never raised
+
+    def _conservative_losses(self, gaps: th.Tensor, offline_like: th.Tensor | None) -> tuple[th.Tensor, th.Tensor]:
+        """
+        The conservative term of the critic loss per sample (0 where masked out) and, in the Lagrange form, the loss of
+        alpha' per sample; their batch means are the losses.
+
+        :param gaps: (n_critics, n) CQL gaps
+        :param offline_like: (n,) the samples that keep the regulariser (None: all)
+        :return: the critic's conservative losses (n,), the Lagrange multiplier's losses (n,; 0 without it)
         """
         if self.log_cql_alpha_prime is None:
             # L_CQL = cql_alpha sum_k gap_k
-            conservative_loss = self.cql_alpha * sample_weight_mean(gaps.sum(dim=0), offline_like)
-            return conservative_loss, th.zeros((), device=gaps.device), {}
+            conservative_losses = self.cql_alpha * _masked(gaps.sum(dim=0), offline_like)
+            return conservative_losses, th.zeros_like(conservative_losses)
         alpha_prime = self.log_cql_alpha_prime.exp().clamp(0.0, MAX_ALPHA_PRIME)
         constraint = gaps - self.cql_target_gap
         # L_CQL = cql_alpha alpha' sum_k (gap_k - target_gap)
-        conservative_loss = self.cql_alpha * alpha_prime.detach() * sample_weight_mean(constraint.sum(dim=0), offline_like)
+        conservative_losses = self.cql_alpha * alpha_prime.detach() * _masked(constraint.sum(dim=0), offline_like)
         # L_alpha' = -cql_alpha alpha' mean_k (gap_k - target_gap): alpha' grows while the gap exceeds the target
-        alpha_prime_loss = -self.cql_alpha * alpha_prime * sample_weight_mean(constraint.detach().mean(dim=0), offline_like)
-        metrics = {"cql_alpha_prime": alpha_prime.detach(), "cql_alpha_prime_loss": alpha_prime_loss.detach()}
-        return conservative_loss, alpha_prime_loss, metrics
+        alpha_prime_losses = -self.cql_alpha * alpha_prime * _masked(constraint.detach().mean(dim=0), offline_like)
+        return conservative_losses, alpha_prime_losses
 
     # ------------------------------------------------------------------ saving
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "critic", "critic_target", "ent_coef_tensor"]
+        return [
+            *super()._excluded_save_params(),
+            "actor",
+            "critic",
+            "critic_target",
+            "ent_coef_tensor",
+            "_compiled_critic_losses",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]
@@ -460,6 +551,26 @@ class CalQL(O2OAlgorithm):
             state_dicts.append("cql_alpha_prime_optimizer")
             tensors.append("log_cql_alpha_prime")
         return state_dicts, tensors
+
+
+def state_chunks(batch_size: int, actions_per_state: int, max_rows: int | None = None) -> list[slice]:
+    """
+    Split a batch of states into contiguous chunks of about ``max_rows`` state-action rows each.
+
+    :param batch_size: number of states
+    :param actions_per_state: actions evaluated per state
+    :param max_rows: rows per chunk (default: ``CRITIC_CHUNK_ROWS``)
+    :return: slices covering ``range(batch_size)``
+    """
+    max_rows = CRITIC_CHUNK_ROWS if max_rows is None else max_rows
+    n_chunks = max(1, math.ceil(batch_size * actions_per_state / max_rows))
+    size = math.ceil(batch_size / n_chunks)
+    return [slice(start, min(start + size, batch_size)) for start in range(0, batch_size, size)]
+
+
+def _masked(values: th.Tensor, mask: th.Tensor | None) -> th.Tensor:
+    """``values`` where ``mask`` holds and 0 elsewhere (all of them without a mask)."""
+    return values if mask is None else th.where(mask, values, th.zeros_like(values))
 
 
 def _is_finite_number(value: Any) -> bool:

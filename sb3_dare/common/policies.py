@@ -13,6 +13,8 @@ from torch import nn
 from sb3_dare.common.networks import ObservationNormalizer
 
 NET_ARCH_KEYS = ("pi", "qf", "vf")
+# optimizers built with ``fused=True`` unless optimizer_kwargs choose otherwise (fused kernels exist on CPU and CUDA)
+FUSED_OPTIMIZERS: tuple[type[th.optim.Optimizer], ...] = (th.optim.Adam, th.optim.AdamW)
 
 
 def parse_net_arch(net_arch: list[int] | dict[str, list[int]] | None, default: list[int]) -> dict[str, list[int]]:
@@ -96,10 +98,16 @@ class O2OPolicy(BasePolicy):
         raise NotImplementedError
 
     def _make_optimizer(self, module: nn.Module, lr_schedule: Schedule) -> th.optim.Optimizer:
-        return self.optimizer_class(module.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+        kwargs = dict(self.optimizer_kwargs)
+        if self.optimizer_class in FUSED_OPTIMIZERS and not {"fused", "foreach", "differentiable"} & set(kwargs):
+            # one fused kernel per step instead of about ten operations per parameter tensor (same update rule);
+            # an explicit fused / foreach choice in optimizer_kwargs is respected
+            kwargs["fused"] = True
+        return self.optimizer_class(module.parameters(), lr=lr_schedule(1), **kwargs)  # type: ignore[call-arg]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
+        data.pop("normalize_images", None)  # flat vector observations only: not a constructor argument here
         data.update(
             net_arch=self.net_arch,
             activation_fn=self.activation_fn,

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule, polyak_update
+from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_dare.common.buffers import OfflineOnlineSamples
-from sb3_dare.common.networks import QEnsemble, TanhMeanGaussianActor, ValueNetwork
+from sb3_dare.common.networks import QEnsemble, TanhMeanGaussianActor, ValueNetwork, soft_update
 from sb3_dare.common.o2o import O2OAlgorithm, _check_range, sample_weight_mean
 from sb3_dare.data import OfflineData
 from sb3_dare.iql.policies import IQLPolicy, MlpPolicy
@@ -52,6 +53,8 @@ class IQL(O2OAlgorithm):
     :param expectile: tau of the value loss (0.7; 0.9 for AntMaze)
     :param beta: inverse temperature of the advantage weights (3.0; 10.0 for AntMaze)
     :param max_weight: clip of the advantage weights
+    :param torch_compile: compute the losses through ``torch.compile`` (on CPU it needs a C++ compiler; the first
+        updates take longer while it compiles; see ``docs/speed.md``)
     :param kwargs: see :class:`sb3_dare.common.o2o.O2OAlgorithm` for the shared arguments
     """
 
@@ -73,6 +76,7 @@ class IQL(O2OAlgorithm):
         expectile: float = 0.7,
         beta: float = 3.0,
         max_weight: float = 100.0,
+        torch_compile: bool = False,
         buffer_size: int = 1_000_000,
         learning_starts: int = 0,
         batch_size: int = 256,
@@ -102,6 +106,8 @@ class IQL(O2OAlgorithm):
         self.expectile = expectile
         self.beta = beta
         self.max_weight = max_weight
+        self.torch_compile = torch_compile
+        self._compiled_losses: Callable[..., tuple[th.Tensor, dict[str, th.Tensor]]] | None = None
         super().__init__(
             policy,
             env,
@@ -163,12 +169,40 @@ class IQL(O2OAlgorithm):
         ]
 
     def _train_step(self, replay_data: OfflineOnlineSamples) -> dict[str, th.Tensor]:
+        offline_like = self._offline_like_mask(replay_data)
+        losses = self._losses
+        if self.torch_compile and offline_like is None:
+            # the compiled losses serve the base algorithm; DARE's split batches (data-dependent sizes) run eagerly
+            if self._compiled_losses is None:
+                self._compiled_losses = th.compile(self._losses, dynamic=False)
+            losses = self._compiled_losses
+        total_loss, metrics = losses(replay_data, offline_like)
+
+        for optimizer in (self.actor.optimizer, self.critic.optimizer, self.value_net.optimizer):
+            optimizer.zero_grad(set_to_none=True)
+        # the three networks share no parameters and each loss only sees the others' outputs detached,
+        # so one backward pass gives each network the gradient of its own loss
+        total_loss.backward()
+        for optimizer in (self.actor.optimizer, self.critic.optimizer, self.value_net.optimizer):
+            optimizer.step()
+        soft_update(self.critic, self.critic_target, self.tau)
+        return metrics
+
+    def _losses(
+        self, replay_data: OfflineOnlineSamples, offline_like: th.Tensor | None
+    ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        """
+        IQL's three losses on a batch.
+
+        :param replay_data: the batch
+        :param offline_like: the samples that keep IQL's objective (None: all)
+        :return: the sum of the losses (each network's gradient is that of its own loss) and the metrics
+        """
         observations = self.policy.normalize_observations(replay_data.observations)
         next_observations = self.policy.normalize_observations(replay_data.next_observations)
         actions = replay_data.actions
         rewards = replay_data.rewards.squeeze(-1)
         not_done = 1.0 - replay_data.dones.squeeze(-1)
-        offline_like = self._offline_like_mask(replay_data)
 
         with th.no_grad():
             # Qbar(s, a) = min_k Q_target_k(s, a)
@@ -199,15 +233,6 @@ class IQL(O2OAlgorithm):
         current_q = self.critic(observations, actions)
         critic_loss = (current_q - q_targets.unsqueeze(0)).pow(2).mean(dim=0).mean()
 
-        for optimizer in (self.actor.optimizer, self.critic.optimizer, self.value_net.optimizer):
-            optimizer.zero_grad(set_to_none=True)
-        # the three networks share no parameters and each loss only sees the others' outputs detached,
-        # so one backward pass gives each network the gradient of its own loss
-        (actor_loss + critic_loss + value_loss).backward()
-        for optimizer in (self.actor.optimizer, self.critic.optimizer, self.value_net.optimizer):
-            optimizer.step()
-        polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
-
         metrics.update(
             critic_loss=critic_loss.detach(),
             value_loss=value_loss.detach(),
@@ -216,7 +241,7 @@ class IQL(O2OAlgorithm):
             value=values.detach().mean(),
             advantage_weight=weights.detach().mean(),
         )
-        return metrics
+        return actor_loss + critic_loss + value_loss, metrics
 
     def _online_like_objective(
         self,
@@ -233,7 +258,7 @@ class IQL(O2OAlgorithm):
         raise NotImplementedError(f"{type(self).__name__} has no online-like objective; only DARE_IQL splits the batch.")
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "critic", "critic_target", "value_net"]
+        return [*super()._excluded_save_params(), "actor", "critic", "critic_target", "value_net", "_compiled_losses"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "actor.optimizer", "critic.optimizer", "value_net.optimizer"], []

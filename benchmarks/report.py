@@ -1,0 +1,589 @@
+"""Report of the O2O quality suite: metrics, IQM with 95 % stratified bootstrap intervals (rliable), figures, summary.
+
+Reads every run JSON that ``benchmarks/o2o_suite.py`` wrote, computes per run the metrics of ``BENCHMARKS.md``
+
+- offline score: the evaluation at the end of the offline phase;
+- final score: the mean of the last 3 online evaluations;
+- dip: the offline score minus the lowest score in the first 20 % of the online phase, floored at 0;
+- online AUC: the area under the online curve (trapezoids from the switch, where the curve starts at the offline
+  score, to the last online evaluation), divided by the online steps it spans: the curve's mean level, in score
+  points;
+
+then per (tier, task, algorithm, variant) the IQM across seeds with a 95 % stratified bootstrap interval
+(``rliable``), over tasks too where every task has the same seeds. It writes ``summary.md`` next to the JSONs, with the
+compute cost (wall-clock minutes, updates/s) next to every score, paired comparisons of DARE with its base and of each
+ablation with the paper's rule, stated plainly, and PNG figures (learning curves with shaded intervals, DARE's
+exchange diagnostics), each saying how many seeds and steps are behind it.
+
+Usage: ``python benchmarks/report.py [--results-dir benchmarks/results/o2o] [--reps 2000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DIP_FRACTION = 0.2
+FINAL_LAST = 3
+MIN_SEEDS_FOR_CLAIM = 3  # fewer paired seeds never yield "beats" or "is worse than"
+BASE_OF = {"dare_iql": "iql", "dare_calql": "calql"}
+DISPLAY = {"iql": "IQL", "dare_iql": "DARE_IQL", "calql": "CalQL", "dare_calql": "DARE_CalQL", "d3rlpy_iql": "d3rlpy IQL"}
+
+# ---------------------------------------------------------------------------------------------- per-run metrics
+
+
+def _phase(evaluations: Sequence[dict[str, Any]], phase: str) -> list[tuple[int, float]]:
+    points = [(int(item["step"]), float(item["normalized_score"])) for item in evaluations if item["phase"] == phase]
+    return sorted(points)
+
+
+def offline_score(evaluations: Sequence[dict[str, Any]]) -> float | None:
+    """The score of the last offline evaluation (the end of the offline phase), or None without one."""
+    points = _phase(evaluations, "offline")
+    return points[-1][1] if points else None
+
+
+def final_score(evaluations: Sequence[dict[str, Any]], n_last: int = FINAL_LAST) -> float | None:
+    """The mean score of the last ``n_last`` online evaluations (fewer if fewer exist), or None without one."""
+    points = _phase(evaluations, "online")
+    return float(np.mean([score for _, score in points[-n_last:]])) if points else None
+
+
+def dip(evaluations: Sequence[dict[str, Any]], online_steps: int, fraction: float = DIP_FRACTION) -> float | None:
+    """
+    The drop after the switch: the offline score minus the lowest online score at steps <= ``fraction`` of the
+    online phase, floored at 0. None when either side is missing.
+    """
+    start = offline_score(evaluations)
+    early = [score for step, score in _phase(evaluations, "online") if step <= fraction * online_steps]
+    if start is None or not early:
+        return None
+    return max(0.0, start - min(early))
+
+
+def online_auc(evaluations: Sequence[dict[str, Any]]) -> float | None:
+    """
+    The area under the online curve divided by the steps it spans (its mean level, in score points): trapezoids
+    over the online evaluations, the curve starting at step 0 from the offline score when there is one.
+    """
+    points = _phase(evaluations, "online")
+    if not points:
+        return None
+    start = offline_score(evaluations)
+    if start is not None and points[0][0] > 0:
+        points = [(0, start), *points]
+    if len(points) == 1:
+        return points[0][1]
+    steps = np.array([step for step, _ in points], dtype=float)
+    scores = np.array([score for _, score in points], dtype=float)
+    area = float(np.sum((scores[1:] + scores[:-1]) / 2 * np.diff(steps)))
+    return area / float(steps[-1] - steps[0])
+
+
+def run_metrics(result: dict[str, Any]) -> dict[str, float | None]:
+    """The four scores of one run and its compute cost (minutes and rates)."""
+    evaluations = result["evaluations"]
+    online_steps = int(result["config"]["spec"]["online_steps"])
+    compute = result["compute"]
+    switch = compute.get("switch", {})
+    return {
+        "offline": offline_score(evaluations),
+        "final": final_score(evaluations),
+        "dip": dip(evaluations, online_steps),
+        "auc": online_auc(evaluations),
+        "offline_min": compute["offline"]["wall_clock_s"] / 60,
+        "switch_min": (switch.get("behavior_fit_s", 0.0) + switch.get("scoring_and_setup_s", 0.0)) / 60,
+        "online_min": compute["online"]["wall_clock_s"] / 60,
+        "total_min": compute["total_wall_clock_s"] / 60,
+        "offline_ups": compute["offline"]["updates_per_second"],
+        "online_sps": compute["online"]["steps_per_second"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- rliable
+
+
+def _rliable() -> tuple[Any, Any]:
+    """
+    rliable's ``library`` and ``metrics``. rliable 1.2 needs arch < 8, and arch 7.2 calls pandas' private
+    ``deprecate_kwarg`` with its pandas-2 signature, which pandas 3 changed: while arch is imported, a shim passes the
+    warning class that pandas 3 expects first. Nothing else is changed.
+    """
+    try:
+        from rliable import library, metrics
+    except TypeError:
+        import pandas.util._decorators as decorators
+
+        original = decorators.deprecate_kwarg
+
+        def compatible(*args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], str):
+                return original(FutureWarning, *args, **kwargs)
+            return original(*args, **kwargs)
+
+        decorators.deprecate_kwarg = compatible  # type: ignore[assignment]
+        try:
+            import sys
+
+            for name in [module for module in sys.modules if module == "arch" or module.startswith(("arch.", "rliable"))]:
+                del sys.modules[name]
+            from rliable import library, metrics
+        finally:
+            decorators.deprecate_kwarg = original  # type: ignore[assignment]
+    return library, metrics
+
+
+def iqm_interval(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """
+    IQM of ``scores`` (runs x tasks) and its 95 % stratified bootstrap interval (runs resampled within each task).
+
+    :return: (IQM, lower, upper)
+    """
+    library, metrics = _rliable()
+    scores = np.asarray(scores, dtype=float).reshape(len(scores), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # arch 7.2 announces a change of its random_state argument
+        points, intervals = library.get_interval_estimates(
+            {"x": scores},
+            lambda values: np.array([metrics.aggregate_iqm(values)]),
+            reps=reps,
+            random_state=np.random.RandomState(seed),
+        )
+    return float(points["x"][0]), float(intervals["x"][0, 0]), float(intervals["x"][1, 0])
+
+
+def mean_interval(values: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of paired differences (one per seed) with its 95 % bootstrap interval (rliable, percentile)."""
+    library, _ = _rliable()
+    values = np.asarray(values, dtype=float).reshape(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        points, intervals = library.get_interval_estimates(
+            {"x": values}, lambda data: np.array([np.mean(data)]), reps=reps, random_state=np.random.RandomState(seed)
+        )
+    return float(points["x"][0]), float(intervals["x"][0, 0]), float(intervals["x"][1, 0])
+
+
+# ---------------------------------------------------------------------------------------------- loading and grouping
+
+
+def load_results(results_dir: Path) -> list[dict[str, Any]]:
+    """Every finished run JSON under ``results_dir``."""
+    results = []
+    for path in sorted(glob.glob(str(results_dir / "*.json"))):
+        with open(path) as file:
+            data = json.load(file)
+        if isinstance(data, dict) and data.get("status") == "done" and "evaluations" in data:
+            results.append(data)
+    return results
+
+
+def label(algorithm: str, variant: str) -> str:
+    """``DARE_IQL`` for the default variant, ``DARE_IQL [exchange-origin]`` for an ablation."""
+    name = DISPLAY.get(algorithm, algorithm)
+    return name if variant == "default" else f"{name} [{variant}]"
+
+
+def short_task(task: str) -> str:
+    """``o2o-cpu/hopper/medium-v0`` -> ``hopper/medium``."""
+    parts = task.split("/")
+    return f"{parts[-2]}/{parts[-1].rsplit('-v', 1)[0]}" if len(parts) >= 2 else task
+
+
+Group = dict[tuple[str, str], dict[int, dict[str, Any]]]  # (algorithm, variant) -> seed -> result
+
+
+def group_results(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Group]]:
+    """tier -> task -> (algorithm, variant) -> seed -> result."""
+    grouped: dict[str, dict[str, Group]] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for result in results:
+        grouped[result["tier"]][result["task"]][(result["algorithm"], result["variant"])][int(result["seed"])] = result
+    return grouped
+
+
+def _order(key: tuple[str, str]) -> tuple[int, int, str]:
+    algorithms = ["iql", "dare_iql", "calql", "dare_calql", "d3rlpy_iql"]
+    algorithm, variant = key
+    rank = algorithms.index(algorithm) if algorithm in algorithms else len(algorithms)
+    return (rank, 0 if variant == "default" else 1, variant)
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _fmt_interval(point: float, low: float, high: float, n: int) -> str:
+    if n < 2:
+        return f"{point:.1f} (1 seed)"
+    return f"{point:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _steps(value: int) -> str:
+    return f"{value // 1000}k" if value >= 1000 and value % 1000 == 0 else str(value)
+
+
+def _budget(result: dict[str, Any]) -> str:
+    spec = result["config"]["spec"]
+    return (
+        f"{_steps(spec['offline_steps'])} offline + {_steps(spec['online_steps'])} online steps, "
+        f"evaluation every {_steps(spec['online_eval_freq'])} steps ({_plural(spec['eval_episodes'], 'episode')})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_learning_curves(task: str, groups: Group, path: Path, reps: int) -> str:
+    """Learning curves of every (algorithm, variant) of a task: IQM over seeds with the 95 % interval shaded."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(9, 5))
+    seed_counts = []
+    any_result = None
+    for key in sorted(groups, key=_order):
+        runs = groups[key]
+        any_result = next(iter(runs.values()))
+        offline_steps = int(any_result["config"]["spec"]["offline_steps"])
+        by_x: dict[int, list[float]] = defaultdict(list)
+        for result in runs.values():
+            for item in result["evaluations"]:
+                x = int(item["step"]) - offline_steps if item["phase"] == "offline" else int(item["step"])
+                by_x[x].append(float(item["normalized_score"]))
+        xs = sorted(by_x)
+        estimates = [iqm_interval(np.array(by_x[x]), reps=reps) for x in xs]
+        line = axis.plot(xs, [e[0] for e in estimates], label=f"{label(*key)} (n={len(runs)})")[0]
+        if len(runs) > 1:
+            axis.fill_between(xs, [e[1] for e in estimates], [e[2] for e in estimates], color=line.get_color(), alpha=0.2)
+        seed_counts.append(len(runs))
+    axis.axvline(0, color="grey", linestyle="--", linewidth=1)
+    axis.text(0, axis.get_ylim()[1], " switch to online", va="top", fontsize=8, color="grey")
+    axis.set_xlabel("offline gradient steps (< 0), then online environment steps (> 0)")
+    axis.set_ylabel("normalised score (x100)")
+    seeds = f"{min(seed_counts)}" if min(seed_counts) == max(seed_counts) else f"{min(seed_counts)}-{max(seed_counts)}"
+    assert any_result is not None
+    axis.set_title(f"{short_task(task)}: IQM and 95% CI over {seeds} seed(s)\n{_budget(any_result)}", fontsize=10)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path.name
+
+
+def plot_exchange_diagnostics(task: str, key: tuple[str, str], runs: dict[int, dict[str, Any]], path: Path) -> str | None:
+    """DARE's exchange diagnostics over the online phase: every seed (thin) and their mean on a common grid (bold)."""
+    series = {seed: result["dare_diagnostics"] for seed, result in runs.items() if result.get("dare_diagnostics")}
+    series = {seed: data for seed, data in series.items() if data.get("step")}
+    if not series:
+        return None
+    plt = _pyplot()
+    any_result = next(iter(runs.values()))
+    online_steps = int(any_result["config"]["spec"]["online_steps"])
+    grid = np.linspace(0, online_steps, 101)
+    panels = (
+        ("offline-like fraction of the batch", ("offline_like_fraction",)),
+        ("exchanged samples per batch", ("exchanged_off_to_on", "exchanged_on_to_off")),
+        ("score Gaussians: mean (offline / online buffer)", ("mu_off", "mu_on")),
+        ("overlap of the two Gaussians (Bhattacharyya)", ("overlap",)),
+    )
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    for axis, (title, keys) in zip(axes.flat, panels, strict=True):
+        for index, name in enumerate(keys):
+            color = f"C{index}"
+            stacked = []
+            for data in series.values():
+                steps = np.array(data["step"], dtype=float)
+                values = np.array([np.nan if value is None else value for value in data.get(name, [])], dtype=float)
+                if len(values) != len(steps) or not len(values):
+                    continue
+                axis.plot(steps, values, color=color, alpha=0.3, linewidth=0.8)
+                stacked.append(np.interp(grid, steps, values, left=np.nan, right=np.nan))
+            if stacked:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # grid points outside every seed's logged range
+                    mean = np.nanmean(np.vstack(stacked), axis=0)
+                axis.plot(grid, mean, color=color, linewidth=2, label=name)
+        axis.set_title(title, fontsize=10)
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    for axis in axes[1]:
+        axis.set_xlabel("online environment steps")
+    figure.suptitle(
+        f"{label(*key)} on {short_task(task)}: exchange diagnostics, {_plural(len(series), 'seed')} "
+        "(thin: each seed, bold: mean over seeds)\n"
+        f"{_budget(any_result)}",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path.name
+
+
+# ---------------------------------------------------------------------------------------------- comparisons
+
+
+def paired_verdicts(
+    challenger: str,
+    reference: str,
+    challenger_runs: dict[int, dict[str, Any]],
+    reference_runs: dict[int, dict[str, Any]],
+    reps: int,
+) -> list[str]:
+    """
+    Plain statements comparing two (algorithm, variant) groups of a task on the seeds they share (they share the
+    offline checkpoint, so the difference is the online phase): final score, online AUC (higher is better) and dip
+    (lower is better), each as the mean paired difference with its 95 % bootstrap interval.
+    """
+    seeds = sorted(set(challenger_runs) & set(reference_runs))
+    if not seeds:
+        return [f"{challenger} and {reference} share no seed: no comparison."]
+    lines = []
+    wins = []
+    for metric, higher_is_better, name in (("final", True, "final score"), ("auc", True, "online AUC"), ("dip", False, "dip")):
+        pairs = [(run_metrics(challenger_runs[s])[metric], run_metrics(reference_runs[s])[metric]) for s in seeds]
+        diffs = np.array([a - b for a, b in pairs if a is not None and b is not None])
+        if not len(diffs):
+            continue
+        mean, low, high = mean_interval(diffs, reps=reps)
+        enough = len(diffs) >= MIN_SEEDS_FOR_CLAIM
+        better = enough and (low > 0 if higher_is_better else high < 0)
+        worse = enough and (high < 0 if higher_is_better else low > 0)
+        wins.append(better)
+        if better:
+            verdict = f"{challenger} beats {reference}"
+        elif worse:
+            verdict = f"{challenger} is worse than {reference}"
+        else:
+            verdict = f"{challenger} does not beat {reference}"
+        interval = f"[{low:+.1f}, {high:+.1f}]" if len(diffs) > 1 else "(no interval)"
+        direction = "" if higher_is_better else " (lower is better)"
+        seeds_text = _plural(len(diffs), "seed")
+        lines.append(f"{verdict} on {name}{direction}: mean paired difference {mean:+.1f} {interval} over {seeds_text}.")
+    if len(seeds) < MIN_SEEDS_FOR_CLAIM:
+        lines.append(
+            f"{_plural(len(seeds), 'paired seed')} cannot show a difference, so no claim either way is made "
+            f"(a claim needs at least {MIN_SEEDS_FOR_CLAIM} seeds and a 95 % interval that excludes 0)."
+        )
+    if wins and not any(wins):
+        lines.insert(0, f"**{challenger} does not beat {reference} here.**")
+    return lines
+
+
+def peer_statements(groups: Group, reps: int) -> list[str]:
+    """
+    The d3rlpy peer against sb3_dare's IQL: unpaired (each has its own offline phase), the final-score IQMs and their
+    intervals side by side, and whether the intervals are disjoint.
+    """
+    peer, ours = groups.get(("d3rlpy_iql", "default")), groups.get(("iql", "default"))
+    if not peer or not ours:
+        return []
+    estimates = {}
+    for name, runs in (("d3rlpy IQL", peer), ("IQL", ours)):
+        values = np.array([m for m in (run_metrics(r)["final"] for r in runs.values()) if m is not None])
+        estimates[name] = (*iqm_interval(values, reps=reps), len(values))
+    (p, pl, ph, pn), (o, ol, oh, on) = estimates["d3rlpy IQL"], estimates["IQL"]
+    disjoint = pn >= MIN_SEEDS_FOR_CLAIM and on >= MIN_SEEDS_FOR_CLAIM and (pl > oh or ol > ph)
+    relation = (
+        "the intervals are disjoint" if disjoint else "no difference is claimed (overlapping intervals or too few seeds)"
+    )
+    return [
+        f"Peer (unpaired, own offline phase): d3rlpy IQL final score {_fmt_interval(p, pl, ph, pn)} over "
+        f"{_plural(pn, 'seed')}, sb3_dare IQL {_fmt_interval(o, ol, oh, on)} over {_plural(on, 'seed')}: {relation}."
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- the summary
+
+
+def _table_rows(groups: Group, reps: int) -> list[str]:
+    rows = [
+        "| algorithm | seeds | offline score | final score | dip | online AUC "
+        "| cost: wall-clock min (offline + switch + online) | offline updates/s | online steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(groups, key=_order):
+        runs = groups[key]
+        per_seed = [run_metrics(result) for result in runs.values()]
+        cells = []
+        for metric in ("offline", "final", "dip", "auc"):
+            values = np.array([m[metric] for m in per_seed if m[metric] is not None])
+            cells.append(_fmt_interval(*iqm_interval(values, reps=reps), len(values)) if len(values) else "n/a")
+
+        def mean(name: str, metrics: list[dict[str, Any]] = per_seed) -> float:
+            return float(np.mean([m[name] for m in metrics]))
+
+        shared = " (shared checkpoint)" if key[0] != "d3rlpy_iql" else ""
+        parts = f"{mean('offline_min'):.1f}{shared} + {mean('switch_min'):.1f} + {mean('online_min'):.1f}"
+        cost = f"{mean('total_min'):.1f} = {parts}"
+        rows.append(
+            f"| {label(*key)} | {len(runs)} | {' | '.join(cells)} | {cost} | {mean('offline_ups'):.1f} | "
+            f"{mean('online_sps'):.1f} |"
+        )
+    return rows
+
+
+def _conditions(results: Sequence[dict[str, Any]]) -> list[str]:
+    first = results[0]
+    spec = first["config"]["spec"]
+    loads = [
+        load
+        for r in results
+        for load in (r["machine"]["at_start"]["load_average"][0], r["machine"]["at_end"]["load_average"][0])
+    ]
+    cpus = sorted({r["machine"]["at_start"]["cpu_count"] for r in results})
+    threads = sorted({r["machine"]["at_start"]["torch_threads"] for r in results})
+    ours = [r for r in results if r["algorithm"] != "d3rlpy_iql"] or list(results)
+    versions = ours[0]["versions"]
+    peer = [r for r in results if r["algorithm"] == "d3rlpy_iql"]
+    commits = sorted({(r.get("git") or {}).get("commit") or "unknown" for r in results})
+    dirty = any((r.get("git") or {}).get("dirty") for r in results)
+    lines = [
+        f"- Budget: {_budget(first)}; batch {spec['batch_size']}; hidden layers {spec['net_arch']} "
+        "(actor, critics, value net); offline_ratio 0.5; one update per env step.",
+        f"- Machine: {', '.join(map(str, cpus))} CPU cores, torch threads per run {', '.join(map(str, threads))}, "
+        f"no GPU (device {spec.get('device', 'cpu')}); 1-minute load average {min(loads):.1f} to {max(loads):.1f} "
+        "at the runs' starts and ends (the machine was shared: rates are noisy).",
+        "- Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items() if version),
+        *(
+            ["- Peer row (its own environment): " + ", ".join(f"{n} {v}" for n, v in peer[0]["versions"].items() if v)]
+            if peer
+            else []
+        ),
+        f"- Code: commit {', '.join(c[:10] for c in commits)}{' with uncommitted changes' if dirty else ''}.",
+    ]
+    dare = [r for r in results if r["config"].get("dare")]
+    if dare:
+        options = dare[0]["config"]["dare"]
+        lines.append(
+            f"- DARE's behaviour model (reduced budget for this tier): {options['behavior_model']}, "
+            f"{options['behavior_steps']} fit steps (lr {options['behavior_kwargs'].get('learning_rate')}), "
+            f"{options['energy_steps']} CEP energy steps on at most {options['max_support_states']} states, "
+            f"guidance scale {options['guidance_scale']} (the paper's value for the dataset kind), exchange "
+            f"'{options['exchange']}' for the paper's rule; fitted once per seed and shared by the variants of that seed."
+        )
+    return lines
+
+
+def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 2000) -> Path:
+    """Write the figures and ``summary.md`` of all ``results``; returns the summary's path."""
+    grouped = group_results(results)
+    lines = [
+        "# O2O quality suite: results",
+        "",
+        f"Generated by `benchmarks/report.py` from {len(results)} run JSONs in this folder (one per algorithm, task, "
+        "seed and variant, written by `benchmarks/o2o_suite.py`). Every number and figure below was measured in those "
+        "runs; nothing is extrapolated. Scores are normalised (x100) with the dataset's reference returns. Aggregates "
+        "are the IQM across seeds with a 95 % stratified bootstrap interval (rliable); comparisons are mean paired "
+        "differences per seed (base and DARE runs of a seed share the offline checkpoint, so they differ only online). "
+        "Metrics: offline score = last offline evaluation; final = mean of the last 3 online evaluations; dip = offline "
+        "score minus the lowest score in the first 20 % of the online phase (floored at 0); online AUC = mean level of "
+        "the online curve (trapezoids from the switch). Cost = wall-clock minutes (mean over seeds), evaluation time "
+        "included; the rates exclude evaluation time.",
+        "",
+    ]
+    for tier in sorted(grouped):
+        tier_results = [r for r in results if r["tier"] == tier]
+        lines += [f"## Tier {tier}", "", "Conditions:", "", *_conditions(tier_results), ""]
+        for task in sorted(grouped[tier]):
+            groups = grouped[tier][task]
+            slug = f"{tier}_{task.replace('/', '-')}"
+            lines += [f"### {short_task(task)} (`{task}`)", "", *_table_rows(groups, reps), ""]
+            statements = []
+            for key in sorted(groups, key=_order):
+                algorithm, variant = key
+                if algorithm in BASE_OF and variant == "default" and (BASE_OF[algorithm], "default") in groups:
+                    statements += paired_verdicts(
+                        label(*key),
+                        label(BASE_OF[algorithm], "default"),
+                        groups[key],
+                        groups[(BASE_OF[algorithm], "default")],
+                        reps,
+                    )
+                elif algorithm in BASE_OF and variant != "default" and (algorithm, "default") in groups:
+                    found = paired_verdicts(
+                        label(*key),
+                        f"{label(algorithm, 'default')} (the paper's rule)",
+                        groups[key],
+                        groups[(algorithm, "default")],
+                        reps,
+                    )
+                    statements += found
+            statements += peer_statements(groups, reps)
+            if statements:
+                lines += ["Comparisons:", "", *[f"- {s}" for s in statements], ""]
+            curve = plot_learning_curves(task, groups, out_dir / f"curves_{slug}.png", reps=min(reps, 1000))
+            lines += [f"![learning curves]({curve})", ""]
+            for key in sorted(groups, key=_order):
+                if key[0] in BASE_OF:
+                    suffix = key[0] if key[1] == "default" else f"{key[0]}_{key[1]}"
+                    figure = plot_exchange_diagnostics(task, key, groups[key], out_dir / f"exchange_{slug}_{suffix}.png")
+                    if figure:
+                        lines += [f"![exchange diagnostics of {label(*key)}]({figure})", ""]
+        lines += _over_tasks(grouped[tier], reps)
+    path = out_dir / "summary.md"
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _over_tasks(tasks: dict[str, Group], reps: int) -> list[str]:
+    """IQM over tasks (runs resampled within each task) for every group present on all tasks with the same seeds."""
+    if len(tasks) < 2:
+        return []
+    keys = set.intersection(*(set(groups) for groups in tasks.values()))
+    rows = ["### Over tasks", "", "| algorithm | tasks x seeds | final score | dip | online AUC |", "|---|---|---|---|---|"]
+    for key in sorted(keys, key=_order):
+        seeds = sorted(set.intersection(*(set(groups[key]) for groups in tasks.values())))
+        if not seeds:
+            continue
+        cells = []
+        for metric in ("final", "dip", "auc"):
+            table = np.array([[run_metrics(groups[key][s])[metric] for groups in tasks.values()] for s in seeds], dtype=float)
+            cells.append(_fmt_interval(*iqm_interval(table, reps=reps), len(seeds)) if np.isfinite(table).all() else "n/a")
+        rows.append(f"| {label(*key)} | {len(tasks)} x {len(seeds)} | {' | '.join(cells)} |")
+    return [*rows, ""] if len(rows) > 4 else []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "o2o")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per interval")
+    args = parser.parse_args(argv)
+    results = load_results(args.results_dir)
+    if not results:
+        print(f"No finished runs in {args.results_dir}.")
+        return 1
+    os.makedirs(args.results_dir, exist_ok=True)
+    path = write_summary(results, args.results_dir, reps=args.reps)
+    print(f"Wrote {path} ({len(results)} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

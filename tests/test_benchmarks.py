@@ -1,0 +1,188 @@
+"""The O2O quality suite (benchmarks/o2o_suite.py) and its report (benchmarks/report.py): run matrix, skipping,
+metrics on hand-made evaluation lists, and one end-to-end micro run on a tiny dataset."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+suite = _load("o2o_suite")
+report = _load("report")
+
+
+def _evaluations(offline: list[tuple[int, float]], online: list[tuple[int, float]]) -> list[dict]:
+    return [{"step": step, "phase": "offline", "normalized_score": score} for step, score in offline] + [
+        {"step": step, "phase": "online", "normalized_score": score} for step, score in online
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- the run matrix
+
+
+def test_tier_m_matrix_follows_the_order_of_work():
+    runs = suite.build_matrix(suite.TIERS["M"])
+    # stage 1: the IQL family on every task at 5 seeds, bases before the DARE runs that reuse their checkpoints
+    stage1 = runs[:30]
+    assert {algorithm for algorithm, *_ in stage1} == {"iql", "dare_iql"}
+    assert {task for _, task, _, _ in stage1} == set(suite.TASKS_M)
+    assert sorted({seed for _, _, seed, _ in stage1}) == [0, 1, 2, 3, 4]
+    assert stage1[:5] == [("iql", suite.HOPPER, seed, "default") for seed in range(5)]
+    assert stage1[5] == ("dare_iql", suite.HOPPER, 0, "default")
+    # stage 2: the CalQL family at 3 seeds
+    stage2 = runs[30:48]
+    assert {algorithm for algorithm, *_ in stage2} == {"calql", "dare_calql"}
+    assert sorted({seed for _, _, seed, _ in stage2}) == [0, 1, 2]
+    # stage 3: DARE_IQL's ablations on Hopper
+    stage3 = runs[48 : 48 + 5 * len(suite.ABLATIONS)]
+    assert {(algorithm, task) for algorithm, task, _, _ in stage3} == {("dare_iql", suite.HOPPER)}
+    assert {variant for *_, variant in stage3} == set(suite.ABLATIONS)
+    assert {"exchange-origin", "exchange-threshold", "exchange-random", "exchange-none", "gaussian", "guidance0"} <= set(
+        suite.ABLATIONS
+    )
+    # then the rest, the peer row first; every run once
+    assert runs[48 + 5 * len(suite.ABLATIONS)][0] == "d3rlpy_iql"
+    assert len(runs) == len(set(runs))
+
+
+def test_tier_s_and_filters():
+    tier = suite.TIERS["S"]
+    runs = suite.build_matrix(tier)
+    assert runs == [
+        ("iql", suite.HOPPER, 0, "default"),
+        ("iql", suite.HOPPER, 1, "default"),
+        ("dare_iql", suite.HOPPER, 0, "default"),
+        ("dare_iql", suite.HOPPER, 1, "default"),
+    ]
+    specs = suite.make_specs(tier, runs)
+    assert {(s.offline_steps, s.online_steps, s.online_eval_freq, s.tier) for s in specs} == {(5000, 5000, 500, "S")}
+    calql = suite.make_specs(tier, suite.build_matrix(tier, algorithms=["calql"], seeds=[3]))
+    assert [(s.algorithm, s.seed, s.net_arch) for s in calql] == [("calql", 3, (64, 64))]
+    filtered = suite.build_matrix(suite.TIERS["M"], algorithms=["dare_iql"], variants=["gaussian"], tasks=[suite.HOPPER])
+    assert filtered == [("dare_iql", suite.HOPPER, seed, "gaussian") for seed in range(5)]
+    custom = suite.make_specs(tier, runs[:1], {"online_steps": 100})
+    assert custom[0].tier.startswith("S-custom-") and custom[0].online_steps == 100
+    with pytest.raises(ValueError, match="ablation"):
+        suite.make_specs(tier, [("iql", suite.HOPPER, 0, "gaussian")])
+
+
+def test_checkpoints_are_shared_within_a_family_and_seed(tmp_path):
+    tier = suite.TIERS["M"]
+    iql, dare, other_seed, calql = suite.make_specs(
+        tier,
+        [
+            ("iql", suite.HOPPER, 0, "default"),
+            ("dare_iql", suite.HOPPER, 0, "exchange-random"),
+            ("iql", suite.HOPPER, 1, "default"),
+            ("calql", suite.HOPPER, 0, "default"),
+        ],
+    )
+    assert suite.checkpoint_dir(tmp_path, iql) == suite.checkpoint_dir(tmp_path, dare)
+    assert suite.checkpoint_dir(tmp_path, iql) != suite.checkpoint_dir(tmp_path, other_seed)
+    assert suite.checkpoint_dir(tmp_path, iql) != suite.checkpoint_dir(tmp_path, calql)
+    assert suite.dare_kwargs(dare)["exchange"] == "random"
+    assert suite.dare_kwargs(dare)["guidance_scale"] == 8.0  # the paper's value for hopper-medium
+
+
+def test_done_runs_are_skipped(tmp_path):
+    specs = suite.make_specs(suite.TIERS["S"], suite.build_matrix(suite.TIERS["S"]))
+    assert suite.pending(tmp_path, specs) == specs
+    suite.write_json_atomic(suite.result_path(tmp_path, specs[1]), {"status": "done"})
+    suite.result_path(tmp_path, specs[2]).write_text("{not json")  # an interrupted copy is not a finished run
+    assert suite.pending(tmp_path, specs) == [specs[0], specs[2], specs[3]]
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []  # no temporary file left
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def test_metrics_on_hand_made_evaluations():
+    evaluations = _evaluations(
+        offline=[(2500, 20.0), (5000, 40.0)],
+        online=[(500, 30.0), (1000, 10.0), (1500, 5.0), (4000, 50.0), (4500, 60.0), (5000, 70.0)],
+    )
+    assert report.offline_score(evaluations) == 40.0
+    assert report.final_score(evaluations) == pytest.approx(60.0)  # mean of the last 3 online evaluations
+    # lowest score in the first 20 % of 5000 online steps (steps 500 and 1000), not the later 5.0
+    assert report.dip(evaluations, online_steps=5000) == pytest.approx(30.0)
+    # trapezoids from (0, 40) over the online points, divided by 5000 steps
+    points = [(0, 40.0), (500, 30.0), (1000, 10.0), (1500, 5.0), (4000, 50.0), (4500, 60.0), (5000, 70.0)]
+    area = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in itertools.pairwise(points))
+    assert report.online_auc(evaluations) == pytest.approx(area / 5000)
+
+
+def test_metric_edge_cases():
+    rising = _evaluations(offline=[(100, 10.0)], online=[(20, 15.0), (40, 30.0)])
+    assert report.dip(rising, online_steps=100) == 0.0  # floored at 0
+    assert report.final_score(rising) == pytest.approx(22.5)  # fewer than 3 online evaluations
+    assert report.online_auc(rising) == pytest.approx(((10 + 15) / 2 * 20 + (15 + 30) / 2 * 20) / 40)
+    offline_only = _evaluations(offline=[(100, 10.0)], online=[])
+    assert report.final_score(offline_only) is None and report.dip(offline_only, 100) is None
+    assert report.online_auc(offline_only) is None
+    point, low, high = report.iqm_interval([[1.0], [2.0], [3.0], [100.0]], reps=200)
+    assert point == pytest.approx(2.5) and low <= point <= high
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def test_micro_run_end_to_end(pendulum_balance_dataset, tmp_path):
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    argv = [
+        "--tier", "S", "--algorithms", "iql", "dare_iql", "--tasks", pendulum_balance_dataset, "--seeds", "0",
+        "--workers", "2", "--results-dir", str(results), "--cache-dir", str(cache),
+        "--offline-steps", "60", "--online-steps", "60", "--eval-freq", "20", "--eval-episodes", "1",
+        "--batch-size", "32", "--net-arch", "16,16", "--behavior-steps", "20", "--energy-steps", "5",
+        "--max-support-states", "100", "--behavior-net-arch", "16,16",
+    ]  # fmt: skip
+    assert suite.main(argv) == 0, [p.read_text()[-3000:] for p in cache.glob("logs/*/stdout.log")]
+    files = sorted(results.glob("*.json"))
+    assert [path.name.split("__")[0] for path in files] == ["dare_iql", "iql"]
+    runs = {json.loads(path.read_text())["algorithm"]: json.loads(path.read_text()) for path in files}
+    for algorithm, run in runs.items():
+        assert run["status"] == "done" and run["task"] == pendulum_balance_dataset and run["seed"] == 0
+        assert run["variant"] == "default" and run["tier"].startswith("S-custom-")
+        phases = [(item["phase"], item["step"]) for item in run["evaluations"]]
+        assert phases == [("offline", 20), ("offline", 40), ("offline", 60), ("online", 20), ("online", 40), ("online", 60)]
+        assert all(isinstance(item["normalized_score"], float) for item in run["evaluations"])
+        assert run["config"]["spec"]["net_arch"] == [16, 16] and run["config"]["hyperparameters"]["batch_size"] == 32
+        assert run["versions"]["torch"] and run["versions"]["sb3_dare"] and run["machine"]["at_start"]["torch_threads"] == 1
+        compute = run["compute"]
+        assert compute["offline"]["updates"] == 60 and compute["offline"]["updates_per_second"] > 0
+        assert compute["online"]["env_steps"] == 60 and compute["online"]["updates"] == 60
+        assert compute["online"]["steps_per_second"] > 0 and compute["total_wall_clock_s"] > 0
+        assert (run["dare_diagnostics"] is not None) == (algorithm == "dare_iql")
+    # one offline phase for both: same checkpoint, built by one run and reused by the other
+    checkpoints = [run["config"]["offline_checkpoint"] for run in runs.values()]
+    assert checkpoints[0]["key"] == checkpoints[1]["key"]
+    assert {checkpoint["reused"] for checkpoint in checkpoints} == {True, False}
+    assert runs["iql"]["evaluations"][:3] == runs["dare_iql"]["evaluations"][:3]
+    dare = runs["dare_iql"]
+    assert (
+        dare["config"]["dare"]["guidance_scale"] == suite.DEFAULT_GUIDANCE and dare["compute"]["switch"]["behavior_fit_s"] > 0
+    )
+    assert {"step", "offline_like_fraction", "overlap"} <= set(dare["dare_diagnostics"])
+
+    assert suite.main(argv) == 0  # everything done: nothing runs again
+    summary = report.write_summary(report.load_results(results), results, reps=100)
+    text = summary.read_text()
+    assert "DARE_IQL does not beat IQL" in text or "DARE_IQL beats IQL" in text
+    assert "1 seed" in text and "60 offline + 60 online steps" in text
+    assert len(list(results.glob("curves_*.png"))) == 1 and len(list(results.glob("exchange_*.png"))) == 1
