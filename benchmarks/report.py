@@ -107,6 +107,7 @@ def run_metrics(result: dict[str, Any]) -> dict[str, float | None]:
         "total_min": compute["total_wall_clock_s"] / 60,
         "offline_ups": compute["offline"]["updates_per_second"],
         "online_sps": compute["online"]["steps_per_second"],
+        "load": float(np.mean([result["machine"][when]["load_average"][0] for when in ("at_start", "at_end")])),
     }
 
 
@@ -424,8 +425,8 @@ def peer_statements(groups: Group, reps: int) -> list[str]:
 def _table_rows(groups: Group, reps: int) -> list[str]:
     rows = [
         "| algorithm | seeds | offline score | final score | dip | online AUC "
-        "| cost: wall-clock min (offline + switch + online) | offline updates/s | online steps/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| cost: wall-clock min (offline + switch + online) | offline updates/s | online steps/s | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(groups, key=_order):
         runs = groups[key]
@@ -443,7 +444,7 @@ def _table_rows(groups: Group, reps: int) -> list[str]:
         cost = f"{mean('total_min'):.1f} = {parts}"
         rows.append(
             f"| {label(*key)} | {len(runs)} | {' | '.join(cells)} | {cost} | {mean('offline_ups'):.1f} | "
-            f"{mean('online_sps'):.1f} |"
+            f"{mean('online_sps'):.1f} | {mean('load'):.1f} |"
         )
     return rows
 
@@ -504,7 +505,9 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
         "Metrics: offline score = last offline evaluation; final = mean of the last 3 online evaluations; dip = offline "
         "score minus the lowest score in the first 20 % of the online phase (floored at 0); online AUC = mean level of "
         "the online curve (trapezoids from the switch). Cost = wall-clock minutes (mean over seeds), evaluation time "
-        "included; the rates exclude evaluation time.",
+        "included; the rates exclude evaluation time. The machine is shared: the load average column (1-minute, mean of "
+        "the run's start and end, on 2 cores) says how busy it was; rates measured under different loads are not a "
+        "speed comparison (`benchmarks/speed.py` makes that one, sides alternated).",
         "",
     ]
     for tier in sorted(grouped):
