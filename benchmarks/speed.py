@@ -28,9 +28,15 @@ Usage::
     python benchmarks/speed.py --out benchmarks/results/speed_full.json
     python benchmarks/speed.py --quick --against /tmp/old_tree   # also time an earlier sb3_dare source tree
 
-``--quick`` (under 8 minutes on 2 cores, the d3rlpy environment's creation included): 20 warm-up updates (10 for
-Cal-QL), 5 rounds of 2-second blocks. The full run: 50 warm-up updates, 9 rounds of 5-second blocks and at least
-500 timed updates per side.
+``--quick`` (under 8 minutes on a quiet 2-core machine, the d3rlpy environment's creation included): 20 warm-up
+updates (fewer if 8 seconds pass first), 5 rounds of 2-second blocks per side; online, 5000 random env steps fill the
+online buffer first. The full run: 50 warm-up updates, 9 rounds of 5-second blocks and at least 500 timed updates per
+side; online, 12,500 random steps first (the mean online buffer size of a 25k-step tier-M run). DARE's cached scores
+are computed in batches when transitions are sampled before their batch is full, so their cost per step falls as the
+online buffer grows: the buffer sizes are in the result.
+
+The ``*_compiled`` sides are the same algorithms with ``torch_compile=True``. ``OMP_WAIT_POLICY`` is set to PASSIVE
+for every side when the machine is busy at start (see ``--omp-wait-policy``): it is recorded with the result.
 """
 
 from __future__ import annotations
@@ -450,7 +456,7 @@ def _settings(quick: bool) -> dict[str, Any]:
             rounds=5,
             block_seconds=2.0,
             min_updates=0,
-            online_fill=300,
+            online_fill=5000,
             online_warmup=20,
             behavior_steps=100,
             energy_steps=50,
@@ -463,7 +469,7 @@ def _settings(quick: bool) -> dict[str, Any]:
         rounds=9,
         block_seconds=5.0,
         min_updates=500,
-        online_fill=2000,
+        online_fill=12_500,
         online_warmup=50,
         behavior_steps=1000,
         energy_steps=500,
@@ -560,7 +566,7 @@ class Benchmark:
         )
         self.result.setdefault("setup", {})[label] = self.sb3.request("setup", key=key, **setup)
         sides = {label: (self.sb3, key)}
-        if self.against is not None:
+        if self.against is not None and "torch_compile" not in options:  # an earlier tree may not have the option
             self.against.request("setup", key=key, **setup)
             sides[f"{label}@against"] = (self.against, key)
         return sides
@@ -588,13 +594,22 @@ class Benchmark:
             )
             self.result.setdefault("setup", {})[peer] = answer
             sides[peer] = (self.d3rlpy, peer)
+        compiled = f"{algo}_compiled"
+        if not self.args.no_compile:
+            sides.update(self._sb3_sides(algo, "offline", {"torch_compile": True}, key=f"{compiled}:offline"))
         measurement = self._measurement(sides)
+        flops = self.result.setdefault("flops_per_update", {})
         for label, (worker, key) in sides.items():
             self.result["updates_per_s"][label] = measurement.rate(label)
             self.result.setdefault("timed_updates", {})[label] = measurement.timed_updates(label)
-            self.result.setdefault("flops_per_update", {})[label] = worker.request("flops", key=key)["flops"]
+            if not label.startswith(compiled):  # the flop counter does not see inside compiled code: same arithmetic
+                flops[label] = worker.request("flops", key=key)["flops"]
+        if compiled in sides:
+            flops[compiled] = flops[algo]
         if self.d3rlpy is not None:
             self.result["ratios"][f"{algo}/{peer}"] = measurement.ratio(algo, peer)
+            if compiled in sides:
+                self.result["ratios"][f"{compiled}/{peer}"] = measurement.ratio(compiled, peer)
         if self.against is not None:
             self.result["ratios"][f"{algo}/{algo}@against"] = measurement.ratio(algo, f"{algo}@against")
         self._d3rlpy_update_only(peer)
@@ -708,6 +723,7 @@ def main() -> None:
     parser.add_argument("--algos", type=str, default=",".join(ALGORITHMS), help="comma-separated subset of " + str(ALGORITHMS))
     parser.add_argument("--dataset", type=str, default=DATASET_ID, help="Minari dataset id or folder")
     parser.add_argument("--no-d3rlpy", action="store_true", help="skip the d3rlpy side")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch_compile=True sides")
     parser.add_argument("--against", type=str, default=None, help="another sb3_dare source tree to time alternately")
     parser.add_argument(
         "--omp-wait-policy",

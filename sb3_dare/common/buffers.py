@@ -311,15 +311,17 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
             # a score is never used before it exists: score what is waiting if any sampled transition needs it
             if np.isnan(self.online_scores[rows, envs]).any():
                 self.flush_scores()
-        parts_online = {
-            "observations": self.observations[rows, envs],
-            "actions": self.actions[rows, envs],
-            "next_observations": self.next_observations[rows, envs],
-            "dones": self.dones[rows, envs] * (1.0 - self.timeouts[rows, envs]),
-            "rewards": self.rewards[rows, envs] * self.reward_scale + self.reward_bias,
-            "mc_returns": self.online_mc_returns[rows, envs],
-            "scores": self.online_scores[rows, envs],
-        }
+        parts_online: dict[str, np.ndarray] = {}
+        if len(rows) or not len(offline_indices):
+            parts_online = {
+                "observations": self.observations[rows, envs],
+                "actions": self.actions[rows, envs],
+                "next_observations": self.next_observations[rows, envs],
+                "dones": self.dones[rows, envs] * (1.0 - self.timeouts[rows, envs]),
+                "rewards": self.rewards[rows, envs] * self.reward_scale + self.reward_bias,
+                "mc_returns": self.online_mc_returns[rows, envs],
+                "scores": self.online_scores[rows, envs],
+            }
         if len(offline_indices):
             assert self.offline_observations is not None and self.offline_next_observations is not None
             assert self.offline_actions is not None and self.offline_rewards is not None and self.offline_dones is not None
@@ -333,7 +335,12 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
                 "mc_returns": self.offline_mc_returns[offline_indices],
                 "scores": self.offline_scores[offline_indices],
             }
-            batch = {key: np.concatenate([parts_offline[key], parts_online[key]]) for key in parts_online}
+            # offline-only batches (the offline phase) are used as they are, without a concatenation
+            batch = (
+                {key: np.concatenate([value, parts_online[key]]) for key, value in parts_offline.items()}
+                if parts_online
+                else parts_offline
+            )
         else:
             batch = parts_online
         n_offline = len(offline_indices)
