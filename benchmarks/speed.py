@@ -29,7 +29,7 @@ Usage::
     python benchmarks/speed.py --quick --against /tmp/old_tree   # also time an earlier sb3_dare source tree
 
 ``--quick`` (under 8 minutes on a quiet 2-core machine, the d3rlpy environment's creation included): 20 warm-up
-updates (fewer if 8 seconds pass first), 5 rounds of 2-second blocks per side; online, 5000 random env steps fill the
+updates (fewer if 8 seconds pass first), 9 rounds of 1.5-second blocks per side; online, 5000 random env steps fill the
 online buffer first. The full run: 50 warm-up updates, 9 rounds of 5-second blocks and at least 500 timed updates per
 side; online, 12,500 random steps first (the mean online buffer size of a 25k-step tier-M run). DARE's cached scores
 are computed in batches when transitions are sampled before their batch is full, so their cost per step falls as the
@@ -46,6 +46,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -396,15 +397,22 @@ class Measurement:
         self.rounds = rounds
         self.min_updates = min_updates
         self.blocks: dict[str, list[tuple[int, float]]] = {label: [] for label in sides}
+        # d3rlpy's update() alone within the same blocks (its batch sampling left out)
+        self.update_only: dict[str, list[tuple[int, float]]] = {label: [] for label in sides}
         self.online_sizes: dict[str, int] = {}
 
     def run(self, sb3_worker: Worker, threads: int, gemm: list[float]) -> None:
         block_sizes = {label: self._calibrate(label) for label in self.sides}
-        for _ in range(self.rounds):
+        labels = list(self.sides)
+        for round_index in range(self.rounds):
             gemm.append(sb3_worker.request("gemm", threads=threads)["gflops"])
-            for label, (worker, key) in self.sides.items():
+            # A B C, then C B A: a drift of the machine's speed within a round favours no side over the rounds
+            for label in labels if round_index % 2 == 0 else labels[::-1]:
+                worker, key = self.sides[label]
                 answer = worker.request("run", key=key, n=block_sizes[label])
                 self.blocks[label].append((answer["n"], answer["seconds"]))
+                if "update_seconds" in answer:
+                    self.update_only[label].append((answer["n"], answer["update_seconds"]))
                 if "online_size" in answer:
                     self.online_sizes[label] = answer["online_size"]
 
@@ -424,13 +432,17 @@ class Measurement:
         blocks = self.blocks[label]
         return sum(n for n, _ in blocks) / sum(seconds for _, seconds in blocks)
 
-    def ratio(self, numerator: str, denominator: str) -> float:
+    def ratio(self, numerator: str, denominator: str, denominator_update_only: bool = False) -> float:
         """Median over the rounds of the ratio of the two sides' rates in that round."""
-        pairs = zip(self.blocks[numerator], self.blocks[denominator], strict=True)
+        denominator_blocks = self.update_only[denominator] if denominator_update_only else self.blocks[denominator]
+        pairs = zip(self.blocks[numerator], denominator_blocks, strict=True)
         return statistics.median((n_a / s_a) / (n_b / s_b) for (n_a, s_a), (n_b, s_b) in pairs)
 
     def timed_updates(self, label: str) -> int:
         return sum(n for n, _ in self.blocks[label])
+
+    def block_rates(self, label: str) -> list[float]:
+        return [round(n / seconds, 2) for n, seconds in self.blocks[label]]
 
 
 def _machine(threads: int, omp_wait_policy: str) -> dict[str, Any]:
@@ -453,8 +465,8 @@ def _settings(quick: bool) -> dict[str, Any]:
         return dict(
             warmup=20,
             warmup_seconds=8.0,
-            rounds=5,
-            block_seconds=2.0,
+            rounds=9,
+            block_seconds=1.5,
             min_updates=0,
             online_fill=5000,
             online_warmup=20,
@@ -528,9 +540,13 @@ class Benchmark:
             worker_script = str(Path(__file__).resolve().parent / "_d3rlpy_worker.py")
             self.d3rlpy = self._start("d3rlpy", [str(d3rlpy_python()), worker_script])
 
-    def close(self) -> None:
+    def close(self, keep_logs: bool = False) -> None:
         for worker in self.workers:
             worker.close()
+        if keep_logs:
+            print(f"Worker logs: {self.workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # ------------------------------------------------------------------ phases
 
@@ -602,6 +618,7 @@ class Benchmark:
         for label, (worker, key) in sides.items():
             self.result["updates_per_s"][label] = measurement.rate(label)
             self.result.setdefault("timed_updates", {})[label] = measurement.timed_updates(label)
+            self.result.setdefault("block_rates", {})[label] = measurement.block_rates(label)
             if not label.startswith(compiled):  # the flop counter does not see inside compiled code: same arithmetic
                 flops[label] = worker.request("flops", key=key)["flops"]
         if compiled in sides:
@@ -610,17 +627,13 @@ class Benchmark:
             self.result["ratios"][f"{algo}/{peer}"] = measurement.ratio(algo, peer)
             if compiled in sides:
                 self.result["ratios"][f"{compiled}/{peer}"] = measurement.ratio(compiled, peer)
+            # the stricter comparison: ours with its sampling against d3rlpy's update() without its sampling
+            update_only = self.result.setdefault("ratios_vs_d3rlpy_update_only", {})
+            update_only[f"{algo}/{peer}_update"] = measurement.ratio(algo, peer, denominator_update_only=True)
+            rates = [n / seconds for n, seconds in measurement.update_only[peer]]
+            self.result.setdefault("d3rlpy_update_only_per_s", {})[peer] = statistics.median(rates)
         if self.against is not None:
             self.result["ratios"][f"{algo}/{algo}@against"] = measurement.ratio(algo, f"{algo}@against")
-        self._d3rlpy_update_only(peer)
-
-    def _d3rlpy_update_only(self, peer: str) -> None:
-        """d3rlpy's ``update`` alone, without its batch sampling (informative: our figures include sampling)."""
-        if self.d3rlpy is None:
-            return
-        answers = [self.d3rlpy.request("run", key=peer, n=20) for _ in range(3)]
-        rates = [answer["n"] / answer["update_seconds"] for answer in answers]
-        self.result.setdefault("d3rlpy_update_only_per_s", {})[peer] = statistics.median(rates)
 
     def online(self, base: str) -> None:
         settings = self.settings
@@ -642,6 +655,7 @@ class Benchmark:
             self.result["online_steps_per_s"][label] = measurement.rate(label)
             self.result.setdefault("online_steps_per_s_pooled", {})[label] = measurement.pooled_rate(label)
             self.result.setdefault("online_buffer_size_at_end", {})[label] = measurement.online_sizes.get(label)
+            self.result.setdefault("block_rates", {})[f"{label}:online"] = measurement.block_rates(label)
         if dare in self.algos:
             self.result["ratios"][f"{dare}/{base}"] = measurement.ratio(dare, base)
             self.result["ratios"][f"{dare}_per_batch/{base}"] = measurement.ratio(f"{dare}_per_batch", base)
@@ -662,7 +676,7 @@ class Benchmark:
             "networks": "2x256 actor, critics and value net; 2 critics; Adam; float32; CPU",
             "offline": "updates/s of pretrain (sampling included) / of d3rlpy's fit step (sample_transition_batch + update)",
             "online": f"env steps + one update each per second on {ENV_ID} (learn); d3rlpy's online phase not measured",
-            "figures": "medians over rounds of alternating blocks (A B A B); ratios: median of per-round ratios",
+            "figures": "medians over rounds of alternating blocks (A B, then B A); ratios: median of per-round ratios",
             **settings,
             "wall_s": round(time.perf_counter() - self.start_time, 1),
         }
@@ -670,6 +684,7 @@ class Benchmark:
 
     def run(self) -> dict[str, Any]:
         self.start_time = time.perf_counter()
+        failed = True
         try:
             self.prepare()
             for algo in ("iql", "calql"):
@@ -678,9 +693,11 @@ class Benchmark:
             for base in ("iql", "calql"):
                 if base in self.algos:
                     self.online(base)
-            return self.finish()
+            result = self.finish()
+            failed = False
+            return result
         finally:
-            self.close()
+            self.close(keep_logs=failed)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -708,6 +725,19 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {name} | {value:.2f} |" for name, value in result["ratios"].items()]
+    lines += [f"| {name} | {value:.2f} |" for name, value in result.get("ratios_vs_d3rlpy_update_only", {}).items()]
+    memory, dataset = result["buffer_memory"], result["dataset"]
+    lines += [
+        "",
+        f"Replay buffer for {memory['transitions']:,} Hopper-sized transitions: online ring "
+        f"{memory['online_ring_mb']:.0f} MB, offline part {memory['offline_part_mb']:.0f} MB. "
+        f"Dataset `{dataset['id']}` ({dataset['transitions']:,} transitions) loaded in {dataset['load_s']:.2f} s.",
+    ]
+    for label, setup in result.get("setup", {}).items():
+        if "scoring_s_per_100k" in setup:
+            fit = setup.get("behavior_fit_s_per_1000_steps")
+            fit_text = f"; behaviour model fit {fit:.1f} s per 1000 steps" if fit is not None else ""
+            lines.append(f"{label}: scoring {setup['scoring_s_per_100k']:.1f} s per 100k transitions{fit_text}.")
     return "\n".join(lines)
 
 
