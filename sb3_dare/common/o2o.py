@@ -171,6 +171,8 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         self._offline_data: OfflineData | None = None
         self._dataset_object: Any = None
         self._offline_eval_env: VecEnv | gym.Env | None = None
+        # whether the current learn()/pretrain() shows progress bars (read by what runs between the phases)
+        self._show_progress = False
         self._metrics = MetricAccumulator()
         self._checkpoint_total_timesteps = 0  # the interrupted learn()'s target, set by load_checkpoint
         if _init_setup_model:
@@ -389,6 +391,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         if n_steps is not None and n_steps < 0:
             raise ValueError(f"n_steps must be >= 0, got {n_steps}.")
         self._setup_offline_logger(tb_log_name or type(self).__name__)
+        self._show_progress = progress_bar
         remaining = max(self.offline_steps - self.offline_updates, 0) if n_steps is None else n_steps
         if progress_bar:
             callback = _with_callback(callback, O2OProgressBarCallback(offline_steps=remaining, online_steps=0))
@@ -491,6 +494,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         """
         if total_timesteps < 0:
             raise ValueError(f"total_timesteps must be >= 0, got {total_timesteps}.")
+        self._show_progress = progress_bar
         if self.env is None:
             if total_timesteps > 0:
                 raise ValueError("This model has no env (env=None): only the offline phase can run. Use set_env(env) first.")
@@ -536,6 +540,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
             "eval_env",
             "_offline_eval_env",
             "_metrics",
+            "_show_progress",
             "_checkpoint_total_timesteps",
         ]
 

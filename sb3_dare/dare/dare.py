@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
+from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import get_device
 
 from sb3_dare.calql.calql import CalQL
@@ -99,7 +99,6 @@ class DAREMixin(O2OAlgorithm):
         # where the cached scores come from (saved with the model)
         self.score_provenance: dict[str, Any] = {}
         self._exchange_metrics: dict[str, th.Tensor] = {}
-        self._show_progress = False
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
@@ -278,18 +277,6 @@ class DAREMixin(O2OAlgorithm):
         return metrics
 
     # ------------------------------------------------------------------ learn, saving, from_base
-
-    def learn(  # type: ignore[override]
-        self: SelfDARE,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 4,
-        tb_log_name: str = "run",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfDARE:
-        self._show_progress = progress_bar
-        return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_behavior_object", "_moments_ema", "_score_generator", "_exchange_metrics"]
