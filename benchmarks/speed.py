@@ -438,6 +438,10 @@ class Measurement:
         pairs = zip(self.blocks[numerator], denominator_blocks, strict=True)
         return statistics.median((n_a / s_a) / (n_b / s_b) for (n_a, s_a), (n_b, s_b) in pairs)
 
+    def update_only_rate(self, label: str) -> float:
+        """Median over the rounds of d3rlpy's update() rate alone (its batch sampling left out)."""
+        return statistics.median(n / seconds for n, seconds in self.update_only[label])
+
     def timed_updates(self, label: str) -> int:
         return sum(n for n, _ in self.blocks[label])
 
@@ -630,8 +634,7 @@ class Benchmark:
             # the stricter comparison: ours with its sampling against d3rlpy's update() without its sampling
             update_only = self.result.setdefault("ratios_vs_d3rlpy_update_only", {})
             update_only[f"{algo}/{peer}_update"] = measurement.ratio(algo, peer, denominator_update_only=True)
-            rates = [n / seconds for n, seconds in measurement.update_only[peer]]
-            self.result.setdefault("d3rlpy_update_only_per_s", {})[peer] = statistics.median(rates)
+            self.result.setdefault("d3rlpy_update_only_per_s", {})[peer] = measurement.update_only_rate(peer)
         if self.against is not None:
             self.result["ratios"][f"{algo}/{algo}@against"] = measurement.ratio(algo, f"{algo}@against")
 
@@ -684,7 +687,6 @@ class Benchmark:
 
     def run(self) -> dict[str, Any]:
         self.start_time = time.perf_counter()
-        failed = True
         try:
             self.prepare()
             for algo in ("iql", "calql"):
@@ -694,10 +696,11 @@ class Benchmark:
                 if base in self.algos:
                     self.online(base)
             result = self.finish()
-            failed = False
-            return result
-        finally:
-            self.close(keep_logs=failed)
+        except BaseException:
+            self.close(keep_logs=True)  # the workers' logs say why
+            raise
+        self.close()
+        return result
 
 
 def markdown(result: dict[str, Any]) -> str:
