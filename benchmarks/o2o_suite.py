@@ -35,6 +35,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from d3rlpy_env import d3rlpy_python, ensure_d3rlpy_environment
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 1
 CHECKPOINT_FORMAT = 1  # bump when the way checkpoints are built changes: old ones are then rebuilt
@@ -743,12 +745,6 @@ def execute_run(spec: RunSpec, results_dir: Path, cache_dir: Path) -> dict[str, 
 # ---------------------------------------------------------------------------------------------- the d3rlpy peer
 
 
-def d3rlpy_python() -> Path:
-    """The interpreter of d3rlpy's own virtual environment."""
-    cache = Path(os.environ.get("SB3_DARE_CACHE", Path.home() / ".cache" / "sb3_dare"))
-    return cache / "d3rlpy-2.8.1" / "bin" / "python"
-
-
 def minari_dataset_dir(task: str) -> Path:
     """The folder of a Minari dataset (``MINARI_DATASETS_PATH`` or Minari's default root)."""
     root = Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets"))
@@ -877,11 +873,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shared = checkpoint_dir(cache_dir, spec) if spec.family in BASE_ALGORITHMS else "(own offline phase)"
             print(f"  {state:4s}  {spec.name}  checkpoint: {shared}")
         return 0
-    if any(spec.algorithm in PEER_ALGORITHMS for spec in todo) and not d3rlpy_python().is_file():
-        raise SystemExit(
-            f"d3rlpy's environment is missing ({d3rlpy_python()}); create it with: python -m venv "
-            f"{d3rlpy_python().parents[1]} && {d3rlpy_python().parent / 'pip'} install torch==2.13.0 d3rlpy==2.8.1 mujoco h5py"
-        )
+    if any(spec.algorithm in PEER_ALGORITHMS for spec in todo):
+        ensure_d3rlpy_environment()
     results_dir.mkdir(parents=True, exist_ok=True)
     failed = run_parallel(todo, args.workers, results_dir, cache_dir)
     if failed:

@@ -55,10 +55,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from d3rlpy_env import d3rlpy_python, ensure_d3rlpy_environment
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_ID = "o2o-cpu/hopper/medium-v0"
 ENV_ID = "Hopper-v5"
-D3RLPY_VERSION = "2.8.1"
 BATCH_SIZE = 256
 GEMM_SIZE = 256
 ALGORITHMS = ("iql", "calql", "dare_iql", "dare_calql")
@@ -361,33 +362,6 @@ class Worker:
         self.log.close()
 
 
-def d3rlpy_python() -> Path:
-    cache = Path(os.environ.get("SB3_DARE_CACHE", Path.home() / ".cache" / "sb3_dare")).expanduser()
-    return cache / f"d3rlpy-{D3RLPY_VERSION}" / "bin" / "python"
-
-
-def ensure_d3rlpy_environment(torch_version: str) -> float:
-    """
-    Create d3rlpy's virtual environment once (``pip install torch==<ours> d3rlpy==2.8.1``).
-
-    :return: seconds spent creating it (0 when it was there)
-    """
-    python = d3rlpy_python()
-    marker = python.parent.parent / ".sb3_dare_ready"
-    if marker.exists():
-        return 0.0
-    start = time.perf_counter()
-    environment = python.parent.parent
-    print(f"Creating d3rlpy's environment in {environment} (once)", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(environment)], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", f"torch=={torch_version}", f"d3rlpy=={D3RLPY_VERSION}"],
-        check=True,
-    )
-    marker.write_text(f"torch=={torch_version} d3rlpy=={D3RLPY_VERSION}\n")
-    return time.perf_counter() - start
-
-
 class Measurement:
     """Timed blocks of every side of a comparison, in turns, and the figures taken from them."""
 
@@ -558,8 +532,7 @@ class Benchmark:
         args = self.args
         self.result["machine"] = _machine(args.threads, self.omp_wait_policy)
         if not args.no_d3rlpy:
-            torch_version = self.result["machine"]["torch"].split("+")[0]
-            self.result["d3rlpy_environment_created_s"] = round(ensure_d3rlpy_environment(torch_version), 1)
+            self.result["d3rlpy_environment_created_s"] = round(ensure_d3rlpy_environment(), 1)
         self.start_workers()
         loaded = self.sb3.request("load", dataset=args.dataset)
         if self.against is not None:
