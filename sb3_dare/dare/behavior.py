@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sb3_dare.common import networks
+
 TensorLike = np.ndarray | torch.Tensor
 #: A critic used for energy guidance: ``q_fn(observations, actions)`` returns Q-values of shape ``(batch,)``.
 QFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -110,13 +112,8 @@ def build_mlp(input_dim: int, hidden_sizes: list[int], output_dim: int) -> nn.Se
     :param output_dim: size of the output (no activation on it).
     :return: the network.
     """
-    layers: list[nn.Module] = []
-    last_dim = input_dim
-    for hidden_dim in hidden_sizes:
-        layers += [nn.Linear(last_dim, hidden_dim), nn.SiLU()]
-        last_dim = hidden_dim
-    layers.append(nn.Linear(last_dim, output_dim))
-    return nn.Sequential(*layers)
+    # the actors' and critics' builder with SiLU: the same layers and state-dict layout
+    return networks.build_mlp(input_dim, output_dim, hidden_sizes, nn.SiLU)
 
 
 class GaussianFourierTimeEmbedding(nn.Module):
