@@ -90,6 +90,60 @@ def test_posterior_split_changes_the_losses(pendulum_balance_dataset):
     assert "dare/online_like_log_prob" in metrics
 
 
+def test_dare_iql_losses_match_direct_computation(pendulum_balance_dataset):
+    # ALGORITHM.md, DARE_IQL: the value loss on all samples; the AWR actor term on offline-like samples; Q targets
+    # r + gamma (1 - d) V(s') for offline-like and r + gamma (1 - d) (min_k Qbar_k(s', a') - alpha log pi(a'|s'))
+    # for online-like samples; the actor term alpha log pi(ã|s) - min_k Q_k(s, ã) on online-like samples, the critic
+    # taking no gradient from it; the actor terms summed over their samples and divided by the batch size
+    dare = make_dare(pendulum_balance_dataset, behavior_model="gaussian", offline_steps=0, online_ent_coef=0.2)
+    dare.policy.observation_normalizer.set_statistics(th.full((4,), 0.3), th.full((4,), 2.0))
+    batch = random_batch(16)
+    offline_like = th.tensor([True, False] * 8)
+    parameters = [p for name in ("actor", "critic", "value_net") for p in getattr(dare, name).parameters()]
+
+    th.manual_seed(5)
+    total_loss, _ = dare._losses(batch, offline_like)
+    model_gradients = th.autograd.grad(total_loss, parameters)
+
+    th.manual_seed(5)
+    n_samples, gamma, alpha = 16, dare.gamma, dare.online_ent_coef
+    observations = (batch.observations - 0.3) / 2.0
+    next_observations = (batch.next_observations - 0.3) / 2.0
+    rewards, not_done = batch.rewards.squeeze(-1), 1.0 - batch.dones.squeeze(-1)
+    online = ~offline_like
+
+    def policy(states: th.Tensor) -> th.distributions.Normal:
+        return th.distributions.Normal(th.tanh(dare.actor.mean_net(states)), dare.actor.log_std.exp())
+
+    def min_q(critic: th.nn.Module, states: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        return th.stack([critic(states[i : i + 1], actions[i : i + 1])[:, 0] for i in range(len(states))], 1).min(0).values
+
+    with th.no_grad():
+        target_q = min_q(dare.critic_target, observations, batch.actions)
+        next_action_draw = policy(next_observations[online]).rsample()
+        y_online = rewards[online] + gamma * not_done[online] * (
+            min_q(dare.critic_target, next_observations[online], next_action_draw.clamp(-1, 1))
+            - alpha * policy(next_observations[online]).log_prob(next_action_draw).sum(-1)
+        )
+        y = rewards + gamma * not_done * dare.value_net(next_observations)
+        y[online] = y_online
+    values = dare.value_net(observations)
+    u = target_q - values
+    value_loss = (th.where(u < 0, 1 - dare.expectile, dare.expectile) * u**2).mean()
+    weights = th.exp(dare.beta * (target_q - values.detach())).clamp(max=dare.max_weight)
+    awr_terms = -weights * policy(observations).log_prob(batch.actions).sum(-1)
+    action_draw = policy(observations[online]).rsample()
+    frozen_critic = {name: p.detach() for name, p in dare.critic.named_parameters()}
+    q_policy = th.func.functional_call(dare.critic, frozen_critic, (observations[online], action_draw.clamp(-1, 1)))
+    online_terms = alpha * policy(observations[online]).log_prob(action_draw).sum(-1) - q_policy.min(0).values
+    actor_loss = (awr_terms[offline_like].sum() + online_terms.sum()) / n_samples
+    critic_loss = ((dare.critic(observations, batch.actions) - y) ** 2).mean()
+    hand_gradients = th.autograd.grad(value_loss + actor_loss + critic_loss, parameters)
+
+    for model_gradient, hand_gradient in zip(model_gradients, hand_gradients, strict=True):
+        th.testing.assert_close(model_gradient, hand_gradient, rtol=1e-4, atol=1e-6)
+
+
 def test_cached_and_per_batch_scoring_give_the_same_masks(pendulum_balance_dataset):
     cached = make_dare(
         pendulum_balance_dataset, behavior_model=FixedBehavior(4, 1), score_mode="cached", exchange_warmup=False

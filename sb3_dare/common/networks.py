@@ -270,16 +270,27 @@ class TanhMeanGaussianActor(nn.Module):
     def log_prob(self, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:
         """:return: (batch,) log-likelihood of the given actions"""
         mean, log_std = self.mean_log_std(observations)
-        return _gaussian_log_prob(actions, mean, log_std)
+        return gaussian_log_prob(actions, mean, log_std)
 
     def action_log_prob(self, observations: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """:return: reparameterised actions clipped to [-1, 1] and the log-probability of the unclipped sample"""
-        mean, log_std = self.mean_log_std(observations)
+        return self.sample_with_log_prob(*self.mean_log_std(observations))
+
+    @staticmethod
+    def sample_with_log_prob(mean: th.Tensor, log_std: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        Reparameterised actions from a Gaussian already computed by :meth:`mean_log_std` (a caller that also needs
+        the log-likelihood of other actions under it evaluates the network once).
+
+        :param mean: (..., action_dim) means
+        :param log_std: (action_dim,) log-stds
+        :return: the actions clipped to [-1, 1] and the log-probability of the unclipped sample
+        """
         actions = mean + log_std.exp() * th.randn_like(mean)
-        return actions.clamp(-1.0, 1.0), _gaussian_log_prob(actions, mean, log_std)
+        return actions.clamp(-1.0, 1.0), gaussian_log_prob(actions, mean, log_std)
 
 
-def _gaussian_log_prob(values: th.Tensor, mean: th.Tensor, log_std: th.Tensor) -> th.Tensor:
+def gaussian_log_prob(values: th.Tensor, mean: th.Tensor, log_std: th.Tensor) -> th.Tensor:
     """
     ``sum_i log N(values_i; mean_i, exp(log_std_i)^2)`` over the last dimension, in closed form: the same value as
     ``Normal(mean, std).log_prob(values).sum(-1)`` without building a distribution object (and its argument checks,

@@ -418,6 +418,8 @@ class DARE_IQL(DAREMixin, IQL):
         next_observations: th.Tensor,
         replay_data: OfflineOnlineSamples,
         online_index: th.Tensor,
+        actor_mean: th.Tensor,
+        actor_log_std: th.Tensor,
     ) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
         alpha = self.online_ent_coef
         online_observations = observations[online_index]
@@ -429,8 +431,9 @@ class DARE_IQL(DAREMixin, IQL):
             next_actions, next_log_prob = self.actor.action_log_prob(online_next_observations)
             next_q = self.critic_target(online_next_observations, next_actions).min(dim=0).values
             targets = rewards + self.gamma * not_done * (next_q - alpha * next_log_prob)
-        # L_pi = alpha log pi(ã|s) - min_k Q_k(s, ã),  ã ~ pi(.|s) reparameterised
-        actions, log_prob = self.actor.action_log_prob(online_observations)
+        # L_pi = alpha log pi(ã|s) - min_k Q_k(s, ã),  ã ~ pi(.|s) reparameterised (from the Gaussian the base's
+        # actor loss already computed on these states: one actor forward and backward pass serves both terms)
+        actions, log_prob = self.actor.sample_with_log_prob(actor_mean, actor_log_std)
         # the critic's parameters take no gradient from the actor's loss (one backward pass serves all losses)
         self.critic.requires_grad_(False)
         q_policy = self.critic(online_observations, actions).min(dim=0).values

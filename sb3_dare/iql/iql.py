@@ -13,7 +13,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_dare.common.buffers import OfflineOnlineSamples
-from sb3_dare.common.networks import QEnsemble, TanhMeanGaussianActor, ValueNetwork, soft_update
+from sb3_dare.common.networks import QEnsemble, TanhMeanGaussianActor, ValueNetwork, gaussian_log_prob, soft_update
 from sb3_dare.common.o2o import O2OAlgorithm, _check_range, sample_weight_mean
 from sb3_dare.data import OfflineData
 from sb3_dare.iql.policies import IQLPolicy, MlpPolicy
@@ -216,7 +216,9 @@ class IQL(O2OAlgorithm):
 
         # L_pi = -min(exp(beta (Qbar(s, a) - V(s))), max_weight) log pi(a | s)   (offline-like samples)
         weights = awr_weights(target_q - values.detach(), self.beta, self.max_weight)
-        actor_losses = -weights * self.actor.log_prob(observations, actions)
+        # the actor's Gaussian on the whole batch, evaluated once (DARE's online-like term samples from its rows)
+        actor_mean, actor_log_std = self.actor.mean_log_std(observations)
+        actor_losses = -weights * gaussian_log_prob(actions, actor_mean, actor_log_std)
         actor_loss = sample_weight_mean(actor_losses, offline_like)
 
         metrics: dict[str, th.Tensor] = {}
@@ -224,7 +226,7 @@ class IQL(O2OAlgorithm):
             # DARE: online-like samples get a released objective (their own Q targets and actor term)
             online_index = th.nonzero(~offline_like).squeeze(-1)
             online_targets, online_actor_loss_sum, metrics = self._online_like_objective(
-                observations, next_observations, replay_data, online_index
+                observations, next_observations, replay_data, online_index, actor_mean[online_index], actor_log_std
             )
             q_targets = q_targets.index_put((online_index,), online_targets)
             actor_loss = actor_loss + online_actor_loss_sum / observations.shape[0]
@@ -249,10 +251,18 @@ class IQL(O2OAlgorithm):
         next_observations: th.Tensor,
         replay_data: OfflineOnlineSamples,
         online_index: th.Tensor,
+        actor_mean: th.Tensor,
+        actor_log_std: th.Tensor,
     ) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
         """
         The released objective of the online-like samples (DARE_IQL overrides this).
 
+        :param observations: the batch's normalised observations
+        :param next_observations: the batch's normalised next observations
+        :param replay_data: the batch
+        :param online_index: positions of the online-like samples in the batch
+        :param actor_mean: the actor's Gaussian means at those samples (with their graph)
+        :param actor_log_std: the actor's log-stds
         :return: their Q targets, the sum of their actor losses, extra metrics
         """
         raise NotImplementedError(f"{type(self).__name__} has no online-like objective; only DARE_IQL splits the batch.")
