@@ -21,12 +21,13 @@ Usage: ``python benchmarks/report.py [--results-dir benchmarks/results/o2o] [--r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,21 @@ def _rliable() -> tuple[Any, Any]:
     return library, metrics
 
 
+@contextlib.contextmanager
+def _seeded_global_numpy(seed: int) -> Iterator[None]:
+    """
+    Seed NumPy's global generator for the block, then restore its state: rliable 1.2's stratified bootstrap draws
+    its indices from ``np.random.choice`` and ignores the ``random_state`` it is given, so without this every report
+    run gave other interval ends.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def iqm_interval(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """
     IQM of ``scores`` (runs x tasks) and its 95 % stratified bootstrap interval (runs resampled within each task).
@@ -152,7 +168,7 @@ def iqm_interval(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[f
     """
     library, metrics = _rliable()
     scores = np.asarray(scores, dtype=float).reshape(len(scores), -1)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _seeded_global_numpy(seed):
         warnings.simplefilter("ignore", FutureWarning)  # arch 7.2 announces a change of its random_state argument
         points, intervals = library.get_interval_estimates(
             {"x": scores},
@@ -164,10 +180,14 @@ def iqm_interval(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[f
 
 
 def mean_interval(values: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of paired differences (one per seed) with its 95 % bootstrap interval (rliable, percentile)."""
+    """
+    Mean of paired differences with its 95 % bootstrap interval (rliable, percentile): one per seed, or a (seeds x
+    tasks) table whose seeds are resampled within each task (stratified).
+    """
     library, _ = _rliable()
-    values = np.asarray(values, dtype=float).reshape(-1, 1)
-    with warnings.catch_warnings():
+    values = np.asarray(values, dtype=float)
+    values = values.reshape(-1, 1) if values.ndim == 1 else values
+    with warnings.catch_warnings(), _seeded_global_numpy(seed):
         warnings.simplefilter("ignore", FutureWarning)
         points, intervals = library.get_interval_estimates(
             {"x": values}, lambda data: np.array([np.mean(data)]), reps=reps, random_state=np.random.RandomState(seed)
@@ -569,7 +589,44 @@ def _over_tasks(tasks: dict[str, Group], reps: int) -> list[str]:
             table = np.array([[run_metrics(groups[key][s])[metric] for groups in tasks.values()] for s in seeds], dtype=float)
             cells.append(_fmt_interval(*iqm_interval(table, reps=reps), len(seeds)) if np.isfinite(table).all() else "n/a")
         rows.append(f"| {label(*key)} | {len(tasks)} x {len(seeds)} | {' | '.join(cells)} |")
-    return [*rows, ""] if len(rows) > 4 else []
+    if len(rows) == 4:
+        return []
+    statements = []
+    for key in sorted(keys, key=_order):
+        algorithm, variant = key
+        if algorithm in BASE_OF and variant == "default" and (BASE_OF[algorithm], "default") in keys:
+            statements += _paired_over_tasks(label(*key), label(BASE_OF[algorithm], "default"), tasks, key, reps)
+    return [*rows, "", *(["Comparisons over tasks:", "", *[f"- {s}" for s in statements], ""] if statements else [])]
+
+
+def _paired_over_tasks(challenger: str, reference: str, tasks: dict[str, Group], key: tuple[str, str], reps: int) -> list[str]:
+    """
+    Mean paired difference over every (task, seed) both groups ran, each task's seeds resampled within the task
+    (stratified bootstrap); only seeds present on every task enter, so the table is complete.
+    """
+    base_key = (BASE_OF[key[0]], "default")
+    seeds = sorted(set.intersection(*(set(groups[key]) & set(groups[base_key]) for groups in tasks.values())))
+    if len(seeds) < MIN_SEEDS_FOR_CLAIM:
+        return []
+    lines = []
+    for metric, higher_is_better, name in (("final", True, "final score"), ("auc", True, "online AUC"), ("dip", False, "dip")):
+        table = np.array(
+            [
+                [run_metrics(groups[key][s])[metric] - run_metrics(groups[base_key][s])[metric] for groups in tasks.values()]
+                for s in seeds
+            ],
+            dtype=float,
+        )
+        mean, low, high = mean_interval(table, reps=reps)
+        better = low > 0 if higher_is_better else high < 0
+        worse = high < 0 if higher_is_better else low > 0
+        verdict = "beats" if better else "is worse than" if worse else "does not beat"
+        direction = "" if higher_is_better else " (lower is better)"
+        lines.append(
+            f"{challenger} {verdict} {reference} on {name}{direction} over {len(tasks)} tasks x {len(seeds)} seeds: "
+            f"mean paired difference {mean:+.1f} [{low:+.1f}, {high:+.1f}] (seeds resampled within each task)."
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -141,6 +142,20 @@ def test_metric_edge_cases():
     assert report.online_auc(offline_only) is None
     point, low, high = report.iqm_interval([[1.0], [2.0], [3.0], [100.0]], reps=200)
     assert point == pytest.approx(2.5) and low <= point <= high
+
+
+def test_intervals_are_reproducible_and_leave_numpy_alone():
+    # rliable draws its bootstrap indices from NumPy's global generator: the report seeds it per call and restores it
+    table = np.array([[1.0, 4.0], [2.0, 7.0], [3.0, 5.0], [9.0, 6.0], [4.0, 8.0]])
+    np.random.seed(123)
+    expected_next = np.random.rand()
+    np.random.seed(123)
+    first = report.iqm_interval(table, reps=300), report.mean_interval(table, reps=300), report.mean_interval(table[:, 0])
+    assert np.random.rand() == expected_next
+    second = report.iqm_interval(table, reps=300), report.mean_interval(table, reps=300), report.mean_interval(table[:, 0])
+    assert first == second
+    mean, low, high = first[1]
+    assert mean == pytest.approx(table.mean()) and low < mean < high
 
 
 # ---------------------------------------------------------------------------------------------- end to end
