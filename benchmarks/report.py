@@ -501,11 +501,15 @@ def _conditions(results: Sequence[dict[str, Any]]) -> list[str]:
     dare = [r for r in results if r["config"].get("dare")]
     if dare:
         options = dare[0]["config"]["dare"]
+        # the paper's scale differs by dataset kind: list it per task (the default variant's; ablations change it)
+        defaults = [r for r in dare if r["variant"] == "default"]
+        scales = sorted({(short_task(r["task"]), r["config"]["dare"]["guidance_scale"]) for r in defaults})
+        scale_text = ", ".join(f"{task} {scale}" for task, scale in scales) or "see the variants"
         lines.append(
             f"- DARE's behaviour model (reduced budget for this tier): {options['behavior_model']}, "
             f"{options['behavior_steps']} fit steps (lr {options['behavior_kwargs'].get('learning_rate')}), "
             f"{options['energy_steps']} CEP energy steps on at most {options['max_support_states']} states, "
-            f"guidance scale {options['guidance_scale']} (the paper's value for the dataset kind), exchange "
+            f"guidance scale {scale_text} (the paper's values for the dataset kinds), exchange "
             f"'{options['exchange']}' for the paper's rule; fitted once per seed and shared by the variants of that seed."
         )
     return lines
