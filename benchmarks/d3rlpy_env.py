@@ -3,7 +3,7 @@ d3rlpy's own virtual environment, shared by ``speed.py`` (update rates) and ``o2
 
 d3rlpy 2.8.1 pins its own gymnasium, so it never shares sb3_dare's environment: it lives under
 ``${SB3_DARE_CACHE:-~/.cache/sb3_dare}/d3rlpy-2.8.1`` with the same torch as ours and, for the suite's
-fine-tuning runs, the same MuJoCo and h5py versions as ours (the same simulator on both sides of a comparison).
+fine-tuning runs, the same MuJoCo, h5py and imageio versions as ours (the same simulator on both sides of a comparison).
 """
 
 from __future__ import annotations

@@ -369,6 +369,19 @@ def plot_exchange_diagnostics(task: str, key: tuple[str, str], runs: dict[int, d
 # ---------------------------------------------------------------------------------------------- comparisons
 
 
+# the compared metrics: (run_metrics key, higher is better, name in the statements)
+PAIRED_METRICS = (("final", True, "final score"), ("auc", True, "online AUC"), ("dip", False, "dip"))
+
+
+def _verdict(low: float, high: float, higher_is_better: bool, enough: bool = True) -> str:
+    """``beats`` / ``is worse than`` when the 95 % interval of (challenger - reference) excludes 0, else ``does not beat``."""
+    if enough and (low > 0 if higher_is_better else high < 0):
+        return "beats"
+    if enough and (high < 0 if higher_is_better else low > 0):
+        return "is worse than"
+    return "does not beat"
+
+
 def paired_verdicts(
     challenger: str,
     reference: str,
@@ -386,22 +399,15 @@ def paired_verdicts(
         return [f"{challenger} and {reference} share no seed: no comparison."]
     lines = []
     wins = []
-    for metric, higher_is_better, name in (("final", True, "final score"), ("auc", True, "online AUC"), ("dip", False, "dip")):
+    for metric, higher_is_better, name in PAIRED_METRICS:
         pairs = [(run_metrics(challenger_runs[s])[metric], run_metrics(reference_runs[s])[metric]) for s in seeds]
         diffs = np.array([a - b for a, b in pairs if a is not None and b is not None])
         if not len(diffs):
             continue
         mean, low, high = mean_interval(diffs, reps=reps)
-        enough = len(diffs) >= MIN_SEEDS_FOR_CLAIM
-        better = enough and (low > 0 if higher_is_better else high < 0)
-        worse = enough and (high < 0 if higher_is_better else low > 0)
-        wins.append(better)
-        if better:
-            verdict = f"{challenger} beats {reference}"
-        elif worse:
-            verdict = f"{challenger} is worse than {reference}"
-        else:
-            verdict = f"{challenger} does not beat {reference}"
+        word = _verdict(low, high, higher_is_better, enough=len(diffs) >= MIN_SEEDS_FOR_CLAIM)
+        wins.append(word == "beats")
+        verdict = f"{challenger} {word} {reference}"
         interval = f"[{low:+.1f}, {high:+.1f}]" if len(diffs) > 1 else "(no interval)"
         direction = "" if higher_is_better else " (lower is better)"
         seeds_text = _plural(len(diffs), "seed")
@@ -613,7 +619,7 @@ def _paired_over_tasks(challenger: str, reference: str, tasks: dict[str, Group],
     if len(seeds) < MIN_SEEDS_FOR_CLAIM:
         return []
     lines = []
-    for metric, higher_is_better, name in (("final", True, "final score"), ("auc", True, "online AUC"), ("dip", False, "dip")):
+    for metric, higher_is_better, name in PAIRED_METRICS:
         table = np.array(
             [
                 [run_metrics(groups[key][s])[metric] - run_metrics(groups[base_key][s])[metric] for groups in tasks.values()]
@@ -622,12 +628,10 @@ def _paired_over_tasks(challenger: str, reference: str, tasks: dict[str, Group],
             dtype=float,
         )
         mean, low, high = mean_interval(table, reps=reps)
-        better = low > 0 if higher_is_better else high < 0
-        worse = high < 0 if higher_is_better else low > 0
-        verdict = "beats" if better else "is worse than" if worse else "does not beat"
         direction = "" if higher_is_better else " (lower is better)"
+        verdict = f"{challenger} {_verdict(low, high, higher_is_better)} {reference}"
         lines.append(
-            f"{challenger} {verdict} {reference} on {name}{direction} over {len(tasks)} tasks x {len(seeds)} seeds: "
+            f"{verdict} on {name}{direction} over {len(tasks)} tasks x {len(seeds)} seeds: "
             f"mean paired difference {mean:+.1f} [{low:+.1f}, {high:+.1f}] (seeds resampled within each task)."
         )
     return lines
