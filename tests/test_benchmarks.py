@@ -204,3 +204,27 @@ def test_micro_run_end_to_end(pendulum_balance_dataset, tmp_path):
     assert "DARE_IQL does not beat IQL" in text or "DARE_IQL beats IQL" in text
     assert "1 seed" in text and "60 offline + 60 online steps" in text
     assert len(list(results.glob("curves_*.png"))) == 1 and len(list(results.glob("exchange_*.png"))) == 1
+
+
+def test_micro_run_calql_family_end_to_end(pendulum_balance_dataset, tmp_path):
+    # the CalQL family's path through the suite (Cal-QL's checkpoint, DARE_CalQL's switch), before hours of tier M
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    argv = [
+        "--tier", "S", "--algorithms", "calql", "dare_calql", "--tasks", pendulum_balance_dataset, "--seeds", "1",
+        "--workers", "1", "--results-dir", str(results), "--cache-dir", str(cache),
+        "--offline-steps", "30", "--online-steps", "30", "--eval-freq", "15", "--eval-episodes", "1",
+        "--batch-size", "16", "--net-arch", "16,16", "--behavior-steps", "20", "--energy-steps", "5",
+        "--max-support-states", "100", "--behavior-net-arch", "16,16",
+    ]  # fmt: skip
+    assert suite.main(argv) == 0, [p.read_text()[-3000:] for p in cache.glob("logs/*/stdout.log")]
+    runs = {run["algorithm"]: run for run in (json.loads(path.read_text()) for path in results.glob("*.json"))}
+    assert set(runs) == {"calql", "dare_calql"}
+    for algorithm, run in runs.items():
+        assert run["status"] == "done" and run["seed"] == 1 and run["config"]["spec"]["net_arch"] == [16, 16]
+        assert [item["step"] for item in run["evaluations"] if item["phase"] == "online"] == [15, 30]
+        assert run["compute"]["online"]["updates"] == 30 and run["compute"]["offline"]["updates"] == 30
+        assert (run["dare_diagnostics"] is not None) == (algorithm == "dare_calql")
+    checkpoints = [run["config"]["offline_checkpoint"] for run in runs.values()]
+    assert checkpoints[0]["key"] == checkpoints[1]["key"]
+    assert runs["calql"]["evaluations"][:2] == runs["dare_calql"]["evaluations"][:2]
+    assert runs["dare_calql"]["config"]["dare"]["exchange"] == "posterior"
