@@ -108,6 +108,7 @@ def run_metrics(result: dict[str, Any]) -> dict[str, float | None]:
         "total_min": compute["total_wall_clock_s"] / 60,
         "offline_ups": compute["offline"]["updates_per_second"],
         "online_sps": compute["online"]["steps_per_second"],
+        "behavior_reused": bool(switch.get("behavior_fit_reused")),
         "load": float(np.mean([result["machine"][when]["load_average"][0] for when in ("at_start", "at_end")])),
     }
 
@@ -466,7 +467,9 @@ def _table_rows(groups: Group, reps: int) -> list[str]:
             return float(np.mean([m[name] for m in metrics]))
 
         shared = " (shared checkpoint)" if key[0] != "d3rlpy_iql" else ""
-        parts = f"{mean('offline_min'):.1f}{shared} + {mean('switch_min'):.1f} + {mean('online_min'):.1f}"
+        # a behaviour model fitted by another variant of the seed counts its fit time, as the shared checkpoint does
+        shared_fit = " (shared fit)" if any(m["behavior_reused"] for m in per_seed) else ""
+        parts = f"{mean('offline_min'):.1f}{shared} + {mean('switch_min'):.1f}{shared_fit} + {mean('online_min'):.1f}"
         cost = f"{mean('total_min'):.1f} = {parts}"
         rows.append(
             f"| {label(*key)} | {len(runs)} | {' | '.join(cells)} | {cost} | {mean('offline_ups'):.1f} | "
@@ -535,7 +538,8 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
         "Metrics: offline score = last offline evaluation; final = mean of the last 3 online evaluations; dip = offline "
         "score minus the lowest score in the first 20 % of the online phase (floored at 0); online AUC = mean level of "
         "the online curve (trapezoids from the switch). Cost = wall-clock minutes (mean over seeds), evaluation time "
-        "included; the rates exclude evaluation time. The machine is shared: the load average column (1-minute, mean of "
+        "included (an offline checkpoint or a behaviour model shared by the runs of a seed counts its time in each of them, "
+        "marked shared); the rates exclude evaluation time. The machine is shared: the load average column (1-minute, mean of "
         "the run's start and end, on 2 cores) says how busy it was; rates measured under different loads are not a "
         "speed comparison (`benchmarks/speed.py` makes that one, sides alternated).",
         "",
