@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -228,3 +229,24 @@ def test_micro_run_calql_family_end_to_end(pendulum_balance_dataset, tmp_path):
     assert checkpoints[0]["key"] == checkpoints[1]["key"]
     assert runs["calql"]["evaluations"][:2] == runs["dare_calql"]["evaluations"][:2]
     assert runs["dare_calql"]["config"]["dare"]["exchange"] == "posterior"
+
+
+def test_ablation_rows_on_the_committed_results(tmp_path):
+    # the committed tier-M ablations: each variant is compared with the paper's rule and with the base, and a
+    # behaviour model that another run of the seed fitted is marked as a shared cost
+    results = [
+        result
+        for result in report.load_results(BENCHMARKS / "results" / "o2o")
+        if result["tier"] == "M" and result["task"] == suite.HOPPER and result["algorithm"] in ("iql", "dare_iql")
+    ]
+    variants = {result["variant"] for result in results if result["algorithm"] == "dare_iql"}
+    if not {"default", "exchange-random", "gaussian"} <= variants:
+        pytest.skip("the tier-M ablation results are not in this checkout")
+    groups = report.group_results(results)["M"][suite.HOPPER]
+    rows = {row.split(" | ")[0].lstrip("| "): row for row in report._table_rows(groups, reps=50)}
+    assert "(shared fit)" in rows["DARE_IQL [exchange-random]"]  # reuses the default run's guided diffusion model
+    assert "(shared fit)" not in rows["DARE_IQL [gaussian]"] and "(shared fit)" not in rows["DARE_IQL"]
+    text = report.write_summary(results, tmp_path, reps=50).read_text()
+    for reference in ("DARE_IQL (the paper's rule)", "IQL"):
+        verdict = rf"- DARE_IQL \[exchange-random\] (beats|does not beat|is worse than) {re.escape(reference)} on final score"
+        assert re.search(verdict, text), reference
