@@ -524,6 +524,22 @@ def _conditions(results: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _references(key: tuple[str, str], groups: Group) -> list[tuple[str, tuple[str, str]]]:
+    """
+    What a DARE group is compared with, as (name, group key): the default variant with its base; an ablation with
+    the paper's rule and then with the base (does the variant still beat it?), when the paper's rule was run.
+    """
+    algorithm, variant = key
+    if algorithm not in BASE_OF:
+        return []
+    base = (BASE_OF[algorithm], "default")
+    with_base = [(label(*base), base)] if base in groups else []
+    if variant == "default":
+        return with_base
+    rule = (algorithm, "default")
+    return [(f"{label(*rule)} (the paper's rule)", rule), *with_base] if rule in groups else []
+
+
 def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 2000) -> Path:
     """Write the figures and ``summary.md`` of all ``results``; returns the summary's path."""
     grouped = group_results(results)
@@ -553,32 +569,8 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
             lines += [f"### {short_task(task)} (`{task}`)", "", *_table_rows(groups, reps), ""]
             statements = []
             for key in sorted(groups, key=_order):
-                algorithm, variant = key
-                if algorithm in BASE_OF and variant == "default" and (BASE_OF[algorithm], "default") in groups:
-                    statements += paired_verdicts(
-                        label(*key),
-                        label(BASE_OF[algorithm], "default"),
-                        groups[key],
-                        groups[(BASE_OF[algorithm], "default")],
-                        reps,
-                    )
-                elif algorithm in BASE_OF and variant != "default" and (algorithm, "default") in groups:
-                    statements += paired_verdicts(
-                        label(*key),
-                        f"{label(algorithm, 'default')} (the paper's rule)",
-                        groups[key],
-                        groups[(algorithm, "default")],
-                        reps,
-                    )
-                    if (BASE_OF[algorithm], "default") in groups:
-                        # does the variant still beat the base? (e.g. the released objective without the exchange)
-                        statements += paired_verdicts(
-                            label(*key),
-                            label(BASE_OF[algorithm], "default"),
-                            groups[key],
-                            groups[(BASE_OF[algorithm], "default")],
-                            reps,
-                        )
+                for name, reference in _references(key, groups):
+                    statements += paired_verdicts(label(*key), name, groups[key], groups[reference], reps)
             statements += peer_statements(groups, reps)
             if statements:
                 lines += ["Comparisons:", "", *[f"- {s}" for s in statements], ""]

@@ -162,15 +162,32 @@ def test_intervals_are_reproducible_and_leave_numpy_alone():
 # ---------------------------------------------------------------------------------------------- end to end
 
 
+def _micro_argv(
+    task: str,
+    results: Path,
+    cache: Path,
+    algorithms: list[str],
+    seed: int,
+    workers: int,
+    steps: int,
+    eval_freq: int,
+    batch: int,
+) -> list[str]:
+    """Suite arguments of a micro run: ``steps`` offline and online steps, one-episode evaluations, 16-wide networks."""
+    return [
+        "--tier", "S", "--algorithms", *algorithms, "--tasks", task, "--seeds", str(seed), "--workers", str(workers),
+        "--results-dir", str(results), "--cache-dir", str(cache), "--offline-steps", str(steps),
+        "--online-steps", str(steps), "--eval-freq", str(eval_freq),
+        "--eval-episodes", "1", "--batch-size", str(batch), "--net-arch", "16,16", "--behavior-steps", "20",
+        "--energy-steps", "5", "--max-support-states", "100", "--behavior-net-arch", "16,16",
+    ]  # fmt: skip
+
+
 def test_micro_run_end_to_end(pendulum_balance_dataset, tmp_path):
     results, cache = tmp_path / "results", tmp_path / "cache"
-    argv = [
-        "--tier", "S", "--algorithms", "iql", "dare_iql", "--tasks", pendulum_balance_dataset, "--seeds", "0",
-        "--workers", "2", "--results-dir", str(results), "--cache-dir", str(cache),
-        "--offline-steps", "60", "--online-steps", "60", "--eval-freq", "20", "--eval-episodes", "1",
-        "--batch-size", "32", "--net-arch", "16,16", "--behavior-steps", "20", "--energy-steps", "5",
-        "--max-support-states", "100", "--behavior-net-arch", "16,16",
-    ]  # fmt: skip
+    argv = _micro_argv(
+        pendulum_balance_dataset, results, cache, ["iql", "dare_iql"], seed=0, workers=2, steps=60, eval_freq=20, batch=32
+    )
     assert suite.main(argv) == 0, [p.read_text()[-3000:] for p in cache.glob("logs/*/stdout.log")]
     files = sorted(results.glob("*.json"))
     assert [path.name.split("__")[0] for path in files] == ["dare_iql", "iql"]
@@ -210,13 +227,9 @@ def test_micro_run_end_to_end(pendulum_balance_dataset, tmp_path):
 def test_micro_run_calql_family_end_to_end(pendulum_balance_dataset, tmp_path):
     # the CalQL family's path through the suite (Cal-QL's checkpoint, DARE_CalQL's switch), before hours of tier M
     results, cache = tmp_path / "results", tmp_path / "cache"
-    argv = [
-        "--tier", "S", "--algorithms", "calql", "dare_calql", "--tasks", pendulum_balance_dataset, "--seeds", "1",
-        "--workers", "1", "--results-dir", str(results), "--cache-dir", str(cache),
-        "--offline-steps", "30", "--online-steps", "30", "--eval-freq", "15", "--eval-episodes", "1",
-        "--batch-size", "16", "--net-arch", "16,16", "--behavior-steps", "20", "--energy-steps", "5",
-        "--max-support-states", "100", "--behavior-net-arch", "16,16",
-    ]  # fmt: skip
+    argv = _micro_argv(
+        pendulum_balance_dataset, results, cache, ["calql", "dare_calql"], seed=1, workers=1, steps=30, eval_freq=15, batch=16
+    )
     assert suite.main(argv) == 0, [p.read_text()[-3000:] for p in cache.glob("logs/*/stdout.log")]
     runs = {run["algorithm"]: run for run in (json.loads(path.read_text()) for path in results.glob("*.json"))}
     assert set(runs) == {"calql", "dare_calql"}
@@ -242,11 +255,10 @@ def test_ablation_rows_on_the_committed_results(tmp_path):
     variants = {result["variant"] for result in results if result["algorithm"] == "dare_iql"}
     if not {"default", "exchange-random", "gaussian"} <= variants:
         pytest.skip("the tier-M ablation results are not in this checkout")
-    groups = report.group_results(results)["M"][suite.HOPPER]
-    rows = {row.split(" | ")[0].lstrip("| "): row for row in report._table_rows(groups, reps=50)}
+    text = report.write_summary(results, tmp_path, reps=50).read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert "(shared fit)" in rows["DARE_IQL [exchange-random]"]  # reuses the default run's guided diffusion model
     assert "(shared fit)" not in rows["DARE_IQL [gaussian]"] and "(shared fit)" not in rows["DARE_IQL"]
-    text = report.write_summary(results, tmp_path, reps=50).read_text()
     for reference in ("DARE_IQL (the paper's rule)", "IQL"):
         verdict = rf"- DARE_IQL \[exchange-random\] (beats|does not beat|is worse than) {re.escape(reference)} on final score"
         assert re.search(verdict, text), reference
