@@ -196,6 +196,12 @@ def test_end_to_end_learn_log_save_load_continue(pendulum_balance_dataset, tmp_p
     assert loaded.behavior.is_fitted and loaded.score_provenance["behavior_model"] == behavior_model
     for key, value in model.behavior.state_dict().items():
         th.testing.assert_close(loaded.behavior.state_dict()[key], value)
+    # right after load(), before any learn(): the same guided sampler and so the same scores
+    assert getattr(loaded.behavior, "guidance_scale", 0.0) == getattr(model.behavior, "guidance_scale", 0.0) == guidance
+    loaded._score_generator.set_state(model._score_generator.get_state())
+    sample = buffer.sample(8)
+    expected = model.score_transitions(sample.observations, sample.actions)
+    th.testing.assert_close(loaded.score_transitions(sample.observations, sample.actions), expected)
     obs = np.random.default_rng(0).normal(size=(5, 4))
     np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
     loaded.learn(20)  # offline data re-attached and re-scored, no refit, no second offline phase
@@ -228,11 +234,20 @@ def test_from_base_shares_the_offline_phase(pendulum_balance_dataset, tmp_path):
         (dict(score_ema=1.0), "score_ema"),
         (dict(online_ent_coef=-0.1), "online_ent_coef"),
         (dict(n_reference_samples=0), "n_reference_samples"),
+        # caught at construction, not when the offline phase ends
+        (dict(behavior_steps=0), "behavior_steps must be >= 1 to fit the behaviour model"),
+        (dict(guidance_scale=1.0, energy_steps=0), "energy_steps must be >= 1 .* set guidance_scale=0"),
+        (dict(guidance_scale=1.0, n_support_actions=1), "n_support_actions must be >= 2"),
     ],
 )
 def test_validation(pendulum_balance_dataset, kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_dare(pendulum_balance_dataset, **kwargs)
+
+
+def test_energy_settings_unused_without_guidance_are_not_checked(pendulum_balance_dataset):
+    model = make_dare(pendulum_balance_dataset, guidance_scale=0.0, energy_steps=0, n_support_actions=1)
+    assert model.effective_guidance_scale == 0.0
 
 
 def test_guidance_ignored_for_gaussian_with_one_warning(pendulum_balance_dataset):

@@ -43,7 +43,8 @@ ALGORITHMS = [IQL, CalQL, DARE_IQL, DARE_CalQL]
 
 
 def make_model(algorithm: type, dataset: Any, env: Any = ENV_ID, **kwargs: Any) -> Any:
-    extra = dict(TINY_DARE) if algorithm in (DARE_IQL, DARE_CalQL) else {}
+    # DARE with moving averages of the score moments: their state must travel with checkpoints too
+    extra = dict(TINY_DARE, score_ema=0.9, exchange_warmup=False) if algorithm in (DARE_IQL, DARE_CalQL) else {}
     if algorithm in (CalQL, DARE_CalQL):
         extra.update(cql_n_actions=2, cql_lagrange=True)  # the Lagrange multiplier's state travels too
     return algorithm("MlpPolicy", env, dataset=dataset, **{**TINY, **extra, **kwargs})
@@ -116,6 +117,8 @@ def test_checkpoint_restores_buffer_counters_optimizers_and_rng(pendulum_balance
     if algorithm in (DARE_IQL, DARE_CalQL):
         assert th.equal(loaded._score_generator.get_state(), model._score_generator.get_state())
         assert loaded.behavior.is_fitted and not np.isnan(restored.offline_scores).any()
+        assert not th.isnan(model._moments_ema.state).any()  # the averages have seen batches
+        assert th.equal(loaded._moments_ema.state, model._moments_ema.state)
     counter = CountingCallback()
     loaded.learn(10, callback=counter, reset_num_timesteps=False)
     assert counter.offline_calls == 0 and loaded.num_timesteps == 40 and loaded.replay_buffer.size() == 40

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.common.type_aliases import GymEnv, TensorDict
 from stable_baselines3.common.utils import get_device
 
 from sb3_dare.calql.calql import CalQL
@@ -122,12 +122,34 @@ class DAREMixin(O2OAlgorithm):
         for name in ("behavior_batch_size", "n_support_actions", "max_support_states", "n_reference_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        self._validate_behavior_fit_settings()
         if self.behavior_model == "gaussian" and self.guidance_scale > 0:
             warnings.warn(
                 f"guidance_scale={self.guidance_scale} is ignored with the 'gaussian' behaviour model: energy guidance "
                 "applies to the diffusion model only.",
                 stacklevel=3,
             )
+
+    def _validate_behavior_fit_settings(self) -> None:
+        # checked at construction rather than when the offline phase ends, possibly a million updates later
+        given = self._behavior_object
+        if (given is None or not given.is_fitted) and self.behavior_steps < 1:
+            raise ValueError(
+                f"behavior_steps must be >= 1 to fit the behaviour model, got {self.behavior_steps}; pass a fitted "
+                "behaviour model (object or saved file) as behavior_model to skip the fit."
+            )
+        supports_guidance = self.behavior_model == "diffusion" if given is None else given.supports_guidance
+        if supports_guidance and self.guidance_scale > 0 and (given is None or not given.has_energy):
+            if self.energy_steps < 1:
+                raise ValueError(
+                    f"energy_steps must be >= 1 to fit the energy network of guidance_scale={self.guidance_scale}, got "
+                    f"{self.energy_steps}; set guidance_scale=0 for plain behaviour sampling."
+                )
+            if self.n_support_actions < 2:
+                raise ValueError(
+                    f"n_support_actions must be >= 2 (CEP contrasts the support actions of a state), got "
+                    f"{self.n_support_actions}."
+                )
 
     @property
     def effective_guidance_scale(self) -> float:
@@ -201,6 +223,24 @@ class DAREMixin(O2OAlgorithm):
             self.behavior.guidance_scale = self.effective_guidance_scale  # type: ignore[assignment]
         self.behavior.eval()
         self.behavior.requires_grad_(False)
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | TensorDict,
+        exact_match: bool = True,
+        device: th.device | str = "auto",
+    ) -> None:
+        """
+        Load parameters (see SB3's ``set_parameters``); a fitted behaviour model is frozen again with its guidance
+        scale, which is a setting of the algorithm and not part of the model's state dict.
+
+        :param load_path_or_dict: a saved zip or a dict of state dicts
+        :param exact_match: require every state dict of the model to be given
+        :param device: the device to load onto
+        """
+        super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
+        if self.behavior.is_fitted:
+            self._freeze_behavior()
 
     def _on_offline_phase_end(self) -> None:
         super()._on_offline_phase_end()
@@ -280,6 +320,17 @@ class DAREMixin(O2OAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_behavior_object", "_moments_ema", "_score_generator", "_exchange_metrics"]
+
+    def _get_checkpoint_extra_state(self) -> dict[str, Any]:
+        state = super()._get_checkpoint_extra_state()
+        if self._moments_ema is not None:
+            state["score_moments_ema"] = self._moments_ema.state.clone()
+        return state
+
+    def _set_checkpoint_extra_state(self, state: dict[str, Any]) -> None:
+        super()._set_checkpoint_extra_state(state)
+        if self._moments_ema is not None and "score_moments_ema" in state:
+            self._moments_ema.state = state["score_moments_ema"].to(self.device)
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()
