@@ -111,6 +111,10 @@ ONLINE_ONLY_ARGUMENTS = frozenset(
 )
 
 
+#: modules of a model that act only after the offline phase: a trial keeps its own when it restores the cached one
+POST_OFFLINE_MODULES = frozenset({"behavior"})
+
+
 def _flag(name: str, default: bool) -> bool:
     value = os.environ.get(name, "").strip().lower()
     if not value:
@@ -259,6 +263,19 @@ class ZooAlgorithm(O2OAlgorithm):
             if self.offline_steps > 0:
                 self._raise_no_dataset()
 
+    @classmethod
+    def saved_algorithm_name(cls) -> str:
+        """
+        The algorithm this class wraps (``IQL`` for ``ZooIQL``): models saved through RL Zoo load with the plain
+        class, and RL Zoo loads models saved with it.
+
+        :return: the name
+        """
+        wrapped = next(
+            klass for klass in cls.__mro__ if issubclass(klass, O2OAlgorithm) and not issubclass(klass, ZooAlgorithm)
+        )
+        return wrapped.saved_algorithm_name()
+
     def _raise_no_dataset(self) -> None:
         env_id = _env_id(self.env)
         dataset_id = _suggested_dataset_id(env_id)
@@ -267,8 +284,8 @@ class ZooAlgorithm(O2OAlgorithm):
         config = default_config_path(self.zoo_name)
         raise MissingDatasetError(
             f"{self.zoo_name} needs an offline dataset for {env_id or 'this env'} and none is set (offline_steps="
-            f"{self.offline_steps}): the hyperparameter file {config or f'{self.zoo_name}.yml'} has no entry with a "
-            f"`dataset:` for this env. Build one locally with `{build_command_hint(dataset_id, env_id)}`, then "
+            f"{self.offline_steps}): the hyperparameter file (-conf; default {config or f'{self.zoo_name}.yml'}) has no "
+            f"entry with a `dataset:` for this env. Build one locally with `{build_command_hint(dataset_id, env_id)}`, then "
             f"{_params_hint(dataset_id)}, or pass a hyperparameter file with -conf. To train online only: "
             "-params offline_steps:0 offline_ratio:0.0."
         )
@@ -280,7 +297,8 @@ class ZooAlgorithm(O2OAlgorithm):
             if isinstance(error, MissingDatasetError):
                 raise
             raise MissingDatasetError(
-                f"{error} With RL Zoo, {_params_hint(str(self.dataset or _suggested_dataset_id(_env_id(self.env))))}."
+                f"{error} To use another dataset with RL Zoo, pass its id with -params dataset:\"'<dataset id>'\" (RL Zoo "
+                "evaluates -params values: a string needs the inner quotes)."
             ) from error
 
     # ------------------------------------------------------------------ online-phase learning rates
@@ -307,7 +325,7 @@ class ZooAlgorithm(O2OAlgorithm):
         total_timesteps: int,
         callback: MaybeCallback = None,
         log_interval: int = 4,
-        tb_log_name: str = "run",
+        tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfZooAlgorithm:
@@ -318,7 +336,7 @@ class ZooAlgorithm(O2OAlgorithm):
         :param total_timesteps: environment steps of the online phase
         :param callback: SB3 callbacks
         :param log_interval: dump the online logs every this many episodes
-        :param tb_log_name: TensorBoard run name
+        :param tb_log_name: TensorBoard run name (default: the algorithm's name)
         :param reset_num_timesteps: reset the env-step counter
         :param progress_bar: show a progress bar
         :return: the model
@@ -377,7 +395,10 @@ class ZooAlgorithm(O2OAlgorithm):
 
     def _restore_offline_checkpoint(self, path: Path) -> None:
         data, params, pytorch_variables = load_from_zip_file(path, device=self.device)
-        self.set_parameters(params, exact_match=True, device=self.device)
+        # what acts only after the offline phase is the trial's own (not in the key): e.g. DARE's behaviour model,
+        # which the cached run never fitted, and which may be another kind of model or a pre-fitted one here
+        own = {name: getattr(self, name).state_dict() for name in POST_OFFLINE_MODULES if name in params}
+        self.set_parameters({**params, **own}, exact_match=True, device=self.device)
         for name, tensor in (pytorch_variables or {}).items():
             recursive_setattr(self, f"{name}.data", tensor)
         assert data is not None
@@ -428,6 +449,15 @@ def zoo_class(name: str, algorithm_class: type[O2OAlgorithm]) -> type[ZooAlgorit
     _ZOO_CLASSES[name] = new_class
     setattr(sys.modules[__name__], class_name, new_class)
     return new_class
+
+
+def __getattr__(name: str) -> Any:
+    # the Zoo<Algorithm> classes are made on first use; a checkpoint manifest or a pickle may name one before that
+    if name.startswith("Zoo"):
+        for algorithm_class in available_algorithms().values():
+            if algorithm_class.__name__ == name:
+                return algorithm_class
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _import_algorithm(name: str) -> type[O2OAlgorithm] | None:

@@ -162,6 +162,14 @@ def test_offline_callback_can_stop_the_offline_phase(pendulum_balance_dataset):
     assert model.offline_updates == 5 and not model.offline_phase_done
     model.pretrain()
     assert model.offline_updates == 30 and model.offline_phase_done
+    # learn() stops too, before the online phase (SB3 semantics); the next learn() finishes the offline phase first
+    model = make_model(pendulum_balance_dataset, offline_steps=30)
+    stop = StopAt()
+    model.learn(20, callback=stop)
+    assert (model.offline_updates, model.num_timesteps, stop.env_steps) == (5, 0, 0) and not model.offline_phase_done
+    counter = CountingCallback()
+    model.learn(20, callback=counter)
+    assert (counter.offline_calls, model.offline_updates, model.num_timesteps) == (25, 30, 20) and model.offline_phase_done
 
 
 def test_pretrain_sets_up_logger_and_logs_offline_keys(pendulum_balance_dataset, tmp_path):
@@ -178,13 +186,24 @@ def test_pretrain_sets_up_logger_and_logs_offline_keys(pendulum_balance_dataset,
         "offline/normalized_score",
         "offline/mean_reward",
         "offline/updates",
+        "offline/learning_rate",
     ):
         assert key in log.columns, key
     assert list(log["offline/updates"]) == [50, 100]
+    # the online phase's train/* keys (x-axis: env steps) stay out of the offline logs (x-axis: offline updates)
+    assert not [key for key in log.columns if key.startswith("train/")]
     # pretrain() without set_logger() builds the logger itself (SB3 does so only in learn())
     fresh = make_model(pendulum_balance_dataset, offline_steps=5)
     fresh.pretrain(n_steps=3)
     assert fresh.offline_updates == 3
+
+
+def test_tensorboard_run_named_after_the_algorithm_in_both_phases(pendulum_balance_dataset, tmp_path):
+    pytest.importorskip("tensorboard")
+    model = make_model(pendulum_balance_dataset, offline_steps=5, tensorboard_log=str(tmp_path / "tb"))
+    model.pretrain()
+    model.learn(5, reset_num_timesteps=False)  # continues the run, as in SB3
+    assert sorted(path.name for path in (tmp_path / "tb").iterdir()) == ["IQL_1"]
 
 
 def test_offline_only_without_env(pendulum_balance_dataset):
@@ -300,9 +319,20 @@ def test_set_env_and_multiple_envs(pendulum_balance_dataset):
     assert model.num_timesteps == 30
 
 
-def test_vecnormalize_refused(pendulum_balance_dataset):
+def test_vecnormalize_refused(pendulum_balance_dataset, tmp_path):
+    def vec_normalize() -> VecNormalize:
+        return VecNormalize(DummyVecEnv([lambda: gym.make(ENV_ID)]))
+
     with pytest.raises(ValueError, match="normalize_observations=True"):
-        make_model(pendulum_balance_dataset, env=VecNormalize(DummyVecEnv([lambda: gym.make(ENV_ID)])))
+        make_model(pendulum_balance_dataset, env=vec_normalize())
+    model = make_model(pendulum_balance_dataset, offline_steps=5)
+    env = model.env
+    with pytest.raises(ValueError, match="normalize_observations=True"):
+        model.set_env(vec_normalize())
+    assert model.env is env  # the model keeps its env
+    model.save(tmp_path / "iql")
+    with pytest.raises(ValueError, match="normalize_observations=True"):
+        IQL.load(tmp_path / "iql", env=vec_normalize())
 
 
 @pytest.mark.parametrize(

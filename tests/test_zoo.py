@@ -390,14 +390,72 @@ def test_trial_restores_the_cached_offline_phase_exactly(pendulum_balance_datase
     assert files == [".json", ".lock", ".zip"]  # no temporary file left behind
 
 
+def test_trial_keeps_its_own_behavior_model(pendulum_balance_dataset, tmp_path):
+    # the behaviour model is not part of the offline-checkpoint key: a trial with another kind of behaviour model
+    # restores the cached offline phase and fits its own model, never the cached run's (unfitted) one
+    dare_class = zoo.available_algorithms()["dare_iql"]
+    tiny = dict(
+        policy="MlpPolicy",
+        env=ENV_ID,
+        dataset=pendulum_balance_dataset,
+        offline_steps=20,
+        batch_size=32,
+        policy_kwargs=dict(net_arch=[16, 16]),
+        offline_eval_freq=0,
+        seed=0,
+        guidance_scale=0.0,
+        behavior_steps=20,
+        behavior_batch_size=64,
+        behavior_kwargs=dict(hidden_sizes=[16]),
+    )
+    token = zoo._TRIAL_CONTEXT.set(zoo._TrialContext(tmp_path / "cache", trial_number=0))
+    try:
+        first = dare_class(**tiny, behavior_model="gaussian")
+        first.learn(total_timesteps=0)
+        second = dare_class(**tiny, behavior_model="diffusion")
+        second.learn(total_timesteps=0)
+    finally:
+        zoo._TRIAL_CONTEXT.reset(token)
+    assert len(list((tmp_path / "cache").glob("*.zip"))) == 1  # one offline phase, shared
+    assert second.offline_updates == 20 and second.behavior.name == "diffusion" and second.behavior.is_fitted
+    for name, tensor in second.policy.state_dict().items():
+        th.testing.assert_close(tensor, first.policy.state_dict()[name], msg=name)
+
+
+def test_models_saved_through_rl_zoo_load_with_the_plain_class_and_back(pendulum_balance_dataset, tmp_path):
+    from sb3_dare import IQL, CalQL
+    from sb3_dare.common.checkpoint import O2OCheckpointCallback, read_manifest
+
+    zoo_model = make_zoo_iql(pendulum_balance_dataset, offline_steps=10)
+    zoo_model.learn(total_timesteps=0, callback=O2OCheckpointCallback(save_freq=10, save_path=tmp_path / "ck"))
+    zoo_model.save(tmp_path / "zoo_iql")
+    plain = IQL.load(tmp_path / "zoo_iql")
+    assert type(plain) is IQL and plain.offline_updates == 10
+    plain.save(tmp_path / "plain_iql")
+    assert type(zoo.available_algorithms()["iql"].load(tmp_path / "plain_iql")).__name__ == "ZooIQL"
+    with pytest.raises(ValueError, match="holds a IQL model, not a CalQL one"):
+        zoo.available_algorithms()["calql"].load(tmp_path / "zoo_iql")
+    with pytest.raises(ValueError, match="holds a IQL model, not a CalQL one"):
+        CalQL.load(tmp_path / "zoo_iql")
+    # the checkpoint names the Zoo class; a fresh interpreter resumes it without registering anything first
+    assert read_manifest(tmp_path / "ck")["algorithm"] == "ZooIQL"
+    script = f"from sb3_dare.common.checkpoint import resume; print(type(resume({str(tmp_path / 'ck')!r})).__name__)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "ZooIQL"
+
+
 def test_missing_dataset_id_error_names_the_override(monkeypatch, minari_root):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: no network retries
     model = make_zoo_iql("test/nowhere/medium-v0", offline_steps=1)
-    with pytest.raises(zoo.MissingDatasetError, match=re.escape("-params dataset:\"'test/nowhere/medium-v0'\"")):
+    with pytest.raises(zoo.MissingDatasetError) as raised:
         model.learn(total_timesteps=1)
+    message = str(raised.value)
+    assert "--id test/nowhere/medium-v0" in message  # build it under the id RL Zoo was given ...
+    assert "To use another dataset with RL Zoo, pass its id with -params dataset:\"'<dataset id>'\"" in message  # ... or not
 
 
 # ---------------------------------------------------------------------------------------------- the start-up hook

@@ -236,6 +236,18 @@ def _read_saved_data(file: IO[bytes], name: str) -> tuple[dict[str, Any], str | 
     )
 
 
+def _saved_name(algorithm: type) -> str:
+    """What ``algorithm`` records in its zips: :meth:`O2OAlgorithm.saved_algorithm_name`, else the class name."""
+    name = getattr(algorithm, "saved_algorithm_name", None)
+    return name() if callable(name) else algorithm.__name__
+
+
+def _same_algorithm(saved_algorithm: str, algorithm: type) -> bool:
+    expected = _saved_name(algorithm)
+    # earlier zips of runs under RL Zoo recorded their Zoo<Algorithm> class: they hold the same model
+    return saved_algorithm in (expected, f"Zoo{expected}")
+
+
 def _algorithm_hint(saved_algorithm: str, expected: type) -> str:
     if saved_algorithm == getattr(getattr(expected, "base_algorithm", None), "__name__", None):
         return (
@@ -285,9 +297,9 @@ def check_saved_model(path: str | os.PathLike | IO[bytes], algorithm: type, env:
             "with the class that saved it (e.g. stable_baselines3.SAC.load)."
         )
     check_version_compatible(raw[VERSION_KEY], name)
-    if saved_algorithm != algorithm.__name__:
+    if not _same_algorithm(str(saved_algorithm), algorithm):
         raise ValueError(
-            f"{name} holds a {saved_algorithm} model, not a {algorithm.__name__} one. "
+            f"{name} holds a {saved_algorithm} model, not a {_saved_name(algorithm)} one. "
             + _algorithm_hint(str(saved_algorithm), algorithm)
         )
     if env is not None:
@@ -490,6 +502,7 @@ class O2OCheckpointCallback(BaseCallback):
             "sb3_dare_version": installed_version(),
             "algorithm": type(model).__name__,
             "algorithm_module": type(model).__module__,
+            "saved_algorithm": model.saved_algorithm_name(),
             "env_id": _env_id(model),
             "n_envs": int(model.n_envs),
             **entry,
@@ -617,7 +630,7 @@ def load_checkpoint(
     check_version_compatible(manifest.get("sb3_dare_version"), f"The checkpoint {manifest['path']!r}")
     if algorithm is None:
         algorithm = _algorithm_class(manifest)
-    elif manifest["algorithm"] != algorithm.__name__:
+    elif not _same_algorithm(manifest.get("saved_algorithm", manifest["algorithm"]), algorithm):
         raise ValueError(
             f"The checkpoint {manifest['path']!r} holds a {manifest['algorithm']} run, not a {algorithm.__name__} one. "
             f"Resume it with {manifest['algorithm']}.load_checkpoint(path) or sb3_dare.common.checkpoint.resume(path)."

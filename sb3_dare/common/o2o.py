@@ -51,6 +51,14 @@ def _check_range(name: str, value: float, low: float, high: float, low_open: boo
         raise ValueError(f"{name} must be in {interval}, got {value}.")
 
 
+def _refuse_vec_normalize(env: GymEnv) -> None:
+    if isinstance(env, VecEnv) and unwrap_vec_normalize(env) is not None:
+        raise ValueError(
+            "VecNormalize is not supported: offline and online data must share one observation scale. "
+            "Use normalize_observations=True, which normalises with the dataset's statistics inside the policy."
+        )
+
+
 class O2OAlgorithm(OffPolicyAlgorithm):
     """
     Base class of the offline-to-online algorithms.
@@ -229,14 +237,10 @@ class O2OAlgorithm(OffPolicyAlgorithm):
                 f"Unknown policy_kwargs {sorted(unknown)} for {self.policy_class.__name__}; accepted: {sorted(accepted)}."
             )
 
-    def _check_env(self, env: VecEnv) -> None:
+    def _check_env(self, env: GymEnv) -> None:
         if not isinstance(env.action_space, spaces.Box):
             raise ValueError(f"{type(self).__name__} supports continuous (Box) action spaces only, got {env.action_space}.")
-        if unwrap_vec_normalize(env) is not None:
-            raise ValueError(
-                "VecNormalize is not supported: offline and online data must share one observation scale. "
-                "Use normalize_observations=True, which normalises with the dataset's statistics inside the policy."
-            )
+        _refuse_vec_normalize(env)
 
     def _spaces_from_dataset(self) -> None:
         """Offline-only use (env=None): take the spaces from the dataset."""
@@ -279,7 +283,13 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         """Point attributes such as ``self.actor`` at the policy's networks (subclasses)."""
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
-        """Set a new env (same spaces and number of envs); VecNormalize is refused."""
+        """
+        Set a new env (same spaces and number of envs); VecNormalize is refused, and the model keeps its env then.
+
+        :param env: the new env
+        :param force_reset: reset it before the next ``learn()`` (SB3 semantics)
+        """
+        self._check_env(env)  # before SB3 installs it
         super().set_env(env, force_reset=force_reset)
         assert self.env is not None
         self._check_env(self.env)
@@ -342,7 +352,9 @@ class O2OAlgorithm(OffPolicyAlgorithm):
             learning_rate = schedule(self._current_progress_remaining)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = learning_rate
-        self.logger.record("train/learning_rate", self.lr_schedule(self._current_progress_remaining))
+        # the offline phase logs against offline updates: its keys stay apart from the online phase's train/*
+        prefix = "train" if self.offline_phase_done else "offline"
+        self.logger.record(f"{prefix}/learning_rate", self.lr_schedule(self._current_progress_remaining))
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         """Run ``gradient_steps`` updates on mixed batches (both phases use it)."""
@@ -358,7 +370,8 @@ class O2OAlgorithm(OffPolicyAlgorithm):
                 self._raise_if_diverged()
                 raise
         self._n_updates += gradient_steps
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if self.offline_phase_done:  # offline: offline/updates counts them
+            self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
     def dump_logs(self) -> None:
         """Write the online metrics (means over the window, finiteness checked) with SB3's rollout statistics."""
@@ -390,7 +403,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         """
         if n_steps is not None and n_steps < 0:
             raise ValueError(f"n_steps must be >= 0, got {n_steps}.")
-        self._setup_offline_logger(tb_log_name or type(self).__name__)
+        self._setup_offline_logger(tb_log_name or self.saved_algorithm_name())
         self._show_progress = progress_bar
         remaining = max(self.offline_steps - self.offline_updates, 0) if n_steps is None else n_steps
         if progress_bar:
@@ -402,7 +415,12 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         callbacks.on_training_end()
         return self
 
-    def _run_offline_phase(self, n_steps: int, callback: BaseCallback) -> None:
+    def _run_offline_phase(self, n_steps: int, callback: BaseCallback) -> bool:
+        """
+        Run ``n_steps`` offline updates; the offline phase ends when all ``offline_steps`` are done.
+
+        :return: False when a callback's ``on_offline_step()`` stopped training, else True
+        """
         if n_steps > 0 and self.replay_buffer.n_offline == 0:
             raise ValueError("The offline phase needs a dataset: pass dataset=... to the constructor or to load().")
         step_callbacks = offline_step_callbacks(callback)
@@ -427,6 +445,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
                 self.logger.dump(step=self.offline_updates)
         if self.offline_updates >= self.offline_steps:
             self._finish_offline_phase()
+        return not stop
 
     def _finish_offline_phase(self) -> None:
         """Called once, when the offline phase is complete (also with offline_steps=0)."""
@@ -477,7 +496,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         total_timesteps: int,
         callback: MaybeCallback = None,
         log_interval: int = 4,
-        tb_log_name: str = "run",
+        tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfO2OAlgorithm:
@@ -487,7 +506,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         :param total_timesteps: environment steps of the online phase (0: offline phase only)
         :param callback: SB3 callbacks (they see env steps); those defining ``on_offline_step()`` also see offline updates
         :param log_interval: dump the online logs every this many episodes
-        :param tb_log_name: TensorBoard run name
+        :param tb_log_name: TensorBoard run name (default: the algorithm's name, as in SB3)
         :param reset_num_timesteps: reset the env-step counter (SB3 semantics)
         :param progress_bar: one progress bar over both phases (needs tqdm and rich)
         :return: the model
@@ -503,11 +522,15 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         if progress_bar:
             progress = O2OProgressBarCallback(offline_steps=offline_remaining, online_steps=total_timesteps)
             callback = _with_callback(callback, progress)
-        total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, False)
+        run_name = tb_log_name or self.saved_algorithm_name()
+        total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps, run_name, False)
         self.replay_buffer.start_new_episodes()
         self._prepare_offline_data()
         callback.on_training_start(locals(), globals())
-        self._run_offline_phase(offline_remaining, callback)
+        if not self._run_offline_phase(offline_remaining, callback):
+            # a callback stopped training: the rest of the offline phase comes at the next learn()/pretrain()
+            callback.on_training_end()
+            return self
         self._finish_offline_phase()
 
         assert self.env is not None
@@ -531,6 +554,16 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         return self
 
     # ------------------------------------------------------------------ saving
+
+    @classmethod
+    def saved_algorithm_name(cls) -> str:
+        """
+        The algorithm name this class records in saved zips and checkpoints, and that ``load`` checks: the class's
+        name (RL Zoo's subclasses in :mod:`sb3_dare.zoo` record the algorithm they wrap).
+
+        :return: the name
+        """
+        return cls.__name__
 
     def _excluded_save_params(self) -> list[str]:
         return [
@@ -560,7 +593,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         :param include: attributes to save even if excluded by default
         """
         setattr(self, VERSION_KEY, installed_version())
-        setattr(self, ALGORITHM_KEY, type(self).__name__)
+        setattr(self, ALGORITHM_KEY, self.saved_algorithm_name())
         base_save = super().save
         if isinstance(path, str | os.PathLike):
             target = sb3_save_path(path)
@@ -598,6 +631,8 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         if isinstance(env, str):
             env = gym.make(env)
         check_saved_model(path, cls, env)  # type: ignore[arg-type]
+        if env is not None:
+            _refuse_vec_normalize(env)
         return super().load(
             path,
             env=env,

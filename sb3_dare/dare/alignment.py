@@ -36,7 +36,8 @@ def alignment_scores(
     :param actions: (n, action_dim) actions in [-1, 1]
     :param n_reference_samples: reference actions per transition
     :param reduction: ``"mean"`` or ``"likelihood"`` (only matters when ``n_reference_samples > 1``)
-    :param sigma: the Gaussians' standard deviation (the exchange rules are invariant to it)
+    :param sigma: the Gaussians' standard deviation (with ``reduction="mean"`` it only rescales the scores, and
+        the exchange rules are invariant to that; the ``"likelihood"`` reduction of K > 1 samples depends on it)
     :param batch_size: transitions scored per chunk
     :param generator: random generator on the model's device, for reproducible scores
     :return: (n,) float32 scores on the model's device

@@ -55,7 +55,31 @@ class IQL(O2OAlgorithm):
     :param max_weight: clip of the advantage weights
     :param torch_compile: compute the losses through ``torch.compile`` (on CPU it needs a C++ compiler; the first
         updates take longer while it compiles; see ``docs/speed.md``)
-    :param kwargs: see :class:`sb3_dare.common.o2o.O2OAlgorithm` for the shared arguments
+    :param buffer_size: capacity of the online part of the replay buffer
+    :param learning_starts: env steps before online updates start (0: pre-training replaces warm-up)
+    :param batch_size: minibatch size
+    :param tau: soft update coefficient of the target networks
+    :param gamma: discount factor
+    :param train_freq: update the model every ``train_freq`` steps (int or ``(n, "step"|"episode")``)
+    :param gradient_steps: gradient steps per rollout (-1: as many as env steps collected)
+    :param offline_ratio: fraction of each online-phase batch drawn from the offline data
+    :param normalize_observations: normalise observations with the offline dataset's mean and std (kept inside
+        the policy, so ``predict`` and a loaded model use it)
+    :param reward_scale: rewards are used as ``reward * reward_scale + reward_bias`` (also in MC returns)
+    :param reward_bias: see ``reward_scale``
+    :param offline_log_interval: dump the ``offline/*`` logs every this many offline updates
+    :param offline_eval_freq: evaluate every this many offline updates (0: never)
+    :param offline_eval_episodes: deterministic episodes per offline evaluation
+    :param eval_env: env for offline evaluations; default: a new env from the training env's spec
+    :param replay_buffer_class: replay buffer class (an ``OfflineOnlineReplayBuffer`` subclass)
+    :param replay_buffer_kwargs: extra keyword arguments of the replay buffer
+    :param policy_kwargs: keyword arguments of the policy
+    :param stats_window_size: window of the rollout statistics
+    :param tensorboard_log: TensorBoard log folder
+    :param verbose: verbosity level (0 none, 1 info, 2 debug)
+    :param seed: random seed
+    :param device: torch device
+    :param _init_setup_model: build the networks at construction (SB3's load sets False)
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
