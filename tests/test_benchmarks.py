@@ -151,12 +151,21 @@ def test_intervals_are_reproducible_and_leave_numpy_alone():
     np.random.seed(123)
     expected_next = np.random.rand()
     np.random.seed(123)
-    first = report.iqm_interval(table, reps=300), report.mean_interval(table, reps=300), report.mean_interval(table[:, 0])
+    first = report.iqm_interval(table, reps=300)
     assert np.random.rand() == expected_next
-    second = report.iqm_interval(table, reps=300), report.mean_interval(table, reps=300), report.mean_interval(table[:, 0])
-    assert first == second
-    mean, low, high = first[1]
-    assert mean == pytest.approx(table.mean()) and low < mean < high
+    assert report.iqm_interval(table, reps=300) == first
+
+
+def test_paired_interval_is_students_t_over_seeds():
+    differences = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    mean, low, high = report.paired_interval(differences)
+    half_width = 2.7764451 * differences.std(ddof=1) / np.sqrt(5)  # t(0.975, 4 degrees of freedom)
+    assert mean == pytest.approx(4.0) and (low, high) == pytest.approx((4.0 - half_width, 4.0 + half_width))
+    # a (seeds x tasks) table: the seeds' means over tasks are the replicates
+    table = np.array([[1.0, 3.0], [2.0, 6.0], [0.0, 2.0]])
+    assert report.paired_interval(table) == pytest.approx(report.paired_interval(table.mean(axis=1)))
+    point, low, high = report.paired_interval(np.array([5.0]))
+    assert point == 5.0 and np.isnan(low) and np.isnan(high)
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -256,7 +265,14 @@ def test_ablation_rows_on_the_committed_results(tmp_path):
     if not {"default", "exchange-random", "gaussian"} <= variants:
         pytest.skip("the tier-M ablation results are not in this checkout")
     text = report.write_summary(results, tmp_path, reps=50).read_text()
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    rows: dict[str, str] = {}
+    diagnostics: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("| "):  # the scores table comes first, then the exchange diagnostics
+            name = line.split(" | ")[0].lstrip("| ")
+            (diagnostics if name in rows else rows)[name] = line
+    assert diagnostics["DARE_IQL [exchange-none]"].endswith("| n/a (no exchange) |")
+    assert "n/a" not in diagnostics["DARE_IQL [exchange-threshold]"]  # its swaps are measured too
     assert "(shared fit)" in rows["DARE_IQL [exchange-random]"]  # reuses the default run's guided diffusion model
     assert "(shared fit)" not in rows["DARE_IQL [gaussian]"] and "(shared fit)" not in rows["DARE_IQL"]
     for reference in ("DARE_IQL (the paper's rule)", "IQL"):
