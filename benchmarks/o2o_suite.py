@@ -289,6 +289,17 @@ def pending(results_dir: Path, specs: Sequence[RunSpec]) -> list[RunSpec]:
     return [spec for spec in specs if not is_done(results_dir, spec)]
 
 
+def spec_differences(results_dir: Path, spec: RunSpec) -> list[str]:
+    """
+    The settings in which a done run's stored spec differs from ``spec`` (keys both have; a key added to the spec
+    later is not a difference): a run that counts as done must have run what the matrix now asks for.
+    """
+    stored = json.loads(result_path(results_dir, spec).read_text())["config"]["spec"]
+    current = spec.to_json()
+    shared = sorted(set(stored) & set(current))
+    return [f"{key}: {stored[key]!r} -> {current[key]!r}" for key in shared if stored[key] != current[key]]
+
+
 # ---------------------------------------------------------------------------------------------- configurations
 
 
@@ -864,6 +875,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = build_matrix(tier, args.algorithms, args.tasks, args.seeds, args.variants)
     specs = make_specs(tier, runs, overrides, device=args.device)
     todo = pending(results_dir, specs)
+    changed = {spec.name: spec_differences(results_dir, spec) for spec in specs if spec not in todo}
+    changed = {name: differences for name, differences in changed.items() if differences}
+    if changed:
+        listing = "\n".join(f"  {name}: {'; '.join(differences)}" for name, differences in changed.items())
+        print(
+            f"{len(changed)} done runs were made with other settings than the matrix now has:\n{listing}\n"
+            "Their results would be mixed with new ones. Move those JSONs out of the results folder (or use another "
+            "--results-dir) to run them again.",
+            file=sys.stderr,
+        )
+        return 2
     print(
         f"tier {specs[0].tier if specs else tier.name}: {len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run"
     )

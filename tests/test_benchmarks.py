@@ -3,6 +3,7 @@ metrics on hand-made evaluation lists, and one end-to-end micro run on a tiny da
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import itertools
 import json
@@ -226,6 +227,13 @@ def test_micro_run_end_to_end(pendulum_balance_dataset, tmp_path):
     assert {"step", "offline_like_fraction", "overlap"} <= set(dare["dare_diagnostics"])
 
     assert suite.main(argv) == 0  # everything done: nothing runs again
+    # a done run made with other settings is not silently counted as done (nor overwritten)
+    stored = json.loads(files[1].read_text())
+    changed = copy.deepcopy(stored)
+    changed["config"]["spec"]["batch_size"] = 64
+    files[1].write_text(json.dumps(changed))
+    assert suite.main(argv) == 2
+    files[1].write_text(json.dumps(stored))
     summary = report.write_summary(report.load_results(results), results, reps=100)
     text = summary.read_text()
     assert "DARE_IQL does not beat IQL" in text or "DARE_IQL beats IQL" in text
