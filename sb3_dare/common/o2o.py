@@ -728,7 +728,12 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         )
 
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
-        """Load the online part of a saved replay buffer; the offline part is re-attached at the next learn()."""
+        """
+        Load the online part of a saved replay buffer; the offline part is re-attached at the next learn().
+
+        :param path: the file written by ``save_replay_buffer()`` (a path or an open file)
+        :param truncate_last_traj: see SB3 (it concerns ``HerReplayBuffer`` only)
+        """
         previous = self.replay_buffer
         super().load_replay_buffer(path, truncate_last_traj=truncate_last_traj)
         loaded = self.replay_buffer
