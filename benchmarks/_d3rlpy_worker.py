@@ -9,8 +9,13 @@ goes to stderr). Requests:
   build d3rlpy's ``IQLConfig`` / ``CalQLConfig`` with the settings of sb3_dare's defaults (batch 256, 2x256 networks,
   2 critics, the same learning rates, standardised observations, float32 on CPU) on the transitions of ``NPZ``, then
   run ``W`` warm-up updates (fewer if ``WS`` seconds pass first);
+- ``{"op": "setup_online", ... the same ..., "env_id": E, "fill": F}``: the same model for the online phase on
+  ``gymnasium.make(E)``: a FIFO online buffer mixed half and half with the dataset (``MixedReplayBuffer``, as the
+  O2O peer row uses), ``F`` random env steps without updates, then the warm-up steps;
 - ``{"op": "run", "key": K, "n": N}``: ``N`` training steps as d3rlpy's ``fit`` runs them (sample a batch from the
-  replay buffer, ``update``); answers the seconds they took, and the part of it spent in ``update`` alone;
+  replay buffer, ``update``), or for an online key ``N`` env steps as ``fit_online`` runs them (``sample_action``,
+  ``env.step``, ``append``, one ``update`` on a mixed batch; without its per-step metric logging); answers the
+  seconds they took, and the part of it spent in ``update`` alone;
 - ``{"op": "flops", "key": K}``: floating-point operations of one ``update`` (``torch.utils.flop_counter``);
 - ``{"op": "quit"}``.
 """
@@ -90,10 +95,21 @@ def _make_algorithm(algo: str) -> Any:
     return config.create(device="cpu:0")
 
 
+class OnlineState:
+    """What the online loop of one key carries from block to block: the env, the mixed buffer, the observation."""
+
+    def __init__(self, env: Any, buffer: Any, observation: np.ndarray):
+        self.env = env
+        self.buffer = buffer
+        self.observation = observation
+        self.steps = 0
+
+
 class Worker:
     def __init__(self) -> None:
         self.models: dict[str, Any] = {}
         self.datasets: dict[str, Any] = {}
+        self.online: dict[str, OnlineState] = {}
 
     def setup(
         self, key: str, algo: str, data: str, threads: int, seed: int, warmup: int, warmup_seconds: float
@@ -128,7 +144,59 @@ class Worker:
             "threads": threads,
         }
 
+    def setup_online(
+        self,
+        key: str,
+        algo: str,
+        data: str,
+        threads: int,
+        seed: int,
+        warmup: int,
+        warmup_seconds: float,
+        env_id: str,
+        fill: int,
+    ) -> dict[str, Any]:
+        import d3rlpy
+        import gymnasium as gym
+
+        answer = self.setup(key, algo, data, threads, seed, warmup=0, warmup_seconds=0.0)
+        _, dataset = self.models[key]
+        start = time.perf_counter()
+        env = gym.make(env_id)
+        env.action_space.seed(seed)
+        online_buffer = d3rlpy.dataset.create_fifo_replay_buffer(limit=1_000_000, env=env)
+        buffer = d3rlpy.dataset.MixedReplayBuffer(online_buffer, dataset, secondary_mix_ratio=0.5)
+        self.online[key] = OnlineState(env, buffer, env.reset(seed=seed)[0])
+        for _ in range(fill):
+            self._env_step(key, random_action=True)
+        answer["fill_s"] = time.perf_counter() - start
+        warm_start, done = time.perf_counter(), 0
+        while done < warmup and time.perf_counter() - warm_start < warmup_seconds:
+            chunk = min(max(1, warmup // 10), warmup - done)
+            self.run(key, chunk)
+            done += chunk
+        answer["warmup_updates"] = done
+        return answer
+
+    def _env_step(self, key: str, random_action: bool = False) -> None:
+        model, _ = self.models[key]
+        state = self.online[key]
+        observation = state.observation
+        if random_action:
+            action = state.env.action_space.sample()
+        else:
+            action = model.sample_action(np.expand_dims(observation, axis=0))[0]
+        next_observation, reward, terminated, truncated, _ = state.env.step(action)
+        state.buffer.append(observation, action, float(reward))
+        if terminated or truncated:
+            state.buffer.clip_episode(bool(terminated))
+            next_observation, _ = state.env.reset()
+        state.observation = next_observation
+        state.steps += 1
+
     def run(self, key: str, n: int) -> dict[str, Any]:
+        if key in self.online:
+            return self._run_online(key, n)
         model, dataset = self.models[key]
         batch_size = model.config.batch_size
         update_seconds = 0.0
@@ -139,6 +207,21 @@ class Worker:
             model.update(batch)
             update_seconds += time.perf_counter() - update_start
         return {"seconds": time.perf_counter() - start, "update_seconds": update_seconds, "n": n}
+
+    def _run_online(self, key: str, n: int) -> dict[str, Any]:
+        model, _ = self.models[key]
+        state = self.online[key]
+        batch_size = model.config.batch_size
+        update_seconds = 0.0
+        start = time.perf_counter()
+        for _ in range(n):
+            self._env_step(key)
+            batch = state.buffer.sample_transition_batch(batch_size)
+            update_start = time.perf_counter()
+            model.update(batch)
+            update_seconds += time.perf_counter() - update_start
+        seconds = time.perf_counter() - start
+        return {"seconds": seconds, "update_seconds": update_seconds, "n": n, "online_size": state.steps}
 
     def flops(self, key: str) -> dict[str, Any]:
         from torch.utils.flop_counter import FlopCounterMode

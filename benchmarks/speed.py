@@ -614,6 +614,22 @@ class Benchmark:
     def online(self, base: str) -> None:
         settings = self.settings
         sides = self._sb3_sides(base, "online", {})
+        peer = f"d3rlpy_{base}"
+        if self.d3rlpy is not None:
+            answer = self.d3rlpy.request(
+                "setup_online",
+                key=f"{peer}:online",
+                algo=base,
+                data=self.npz,
+                threads=self.args.threads,
+                seed=0,
+                warmup=settings["online_warmup"],
+                warmup_seconds=settings["warmup_seconds"],
+                env_id=ENV_ID,
+                fill=settings["online_fill"],
+            )
+            self.result.setdefault("setup", {})[f"{peer}:online"] = answer
+            sides[peer] = (self.d3rlpy, f"{peer}:online")
         dare = f"dare_{base}"
         if dare in self.algos:
             dare_options = dict(
@@ -632,6 +648,8 @@ class Benchmark:
             self.result.setdefault("online_steps_per_s_pooled", {})[label] = measurement.pooled_rate(label)
             self.result.setdefault("online_buffer_size_at_end", {})[label] = measurement.online_sizes.get(label)
             self.result.setdefault("block_rates", {})[f"{label}:online"] = measurement.block_rates(label)
+        if self.d3rlpy is not None:
+            self.result["ratios"][f"{base}_online/{peer}_online"] = measurement.ratio(base, peer)
         if dare in self.algos:
             self.result["ratios"][f"{dare}/{base}"] = measurement.ratio(dare, base)
             self.result["ratios"][f"{dare}_per_batch/{base}"] = measurement.ratio(f"{dare}_per_batch", base)
@@ -651,7 +669,9 @@ class Benchmark:
             "batch_size": BATCH_SIZE,
             "networks": "2x256 actor, critics and value net; 2 critics; Adam; float32; CPU",
             "offline": "updates/s of pretrain (sampling included) / of d3rlpy's fit step (sample_transition_batch + update)",
-            "online": f"env steps + one update each per second on {ENV_ID} (learn); d3rlpy's online phase not measured",
+            "online": f"env steps + one update each per second on {ENV_ID}: ours through learn(), d3rlpy's as its "
+            "fit_online loop runs them (sample_action, env.step, append, update on a batch mixed half and half with the "
+            "dataset), without fit_online's per-step metric logging; both after the same number of random steps",
             "figures": "medians over rounds of alternating blocks (A B, then B A); ratios: median of per-round ratios",
             **settings,
             "wall_s": round(time.perf_counter() - self.start_time, 1),
