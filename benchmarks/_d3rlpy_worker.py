@@ -98,7 +98,7 @@ def _make_algorithm(algo: str) -> Any:
 class OnlineState:
     """What the online loop of one key carries from block to block: the env, the mixed buffer, the observation."""
 
-    def __init__(self, env: Any, buffer: Any, observation: np.ndarray):
+    def __init__(self, env: Any, buffer: Any, observation: np.ndarray) -> None:
         self.env = env
         self.buffer = buffer
         self.observation = observation
@@ -156,6 +156,10 @@ class Worker:
         env_id: str,
         fill: int,
     ) -> dict[str, Any]:
+        """
+        The model of ``setup`` for the online phase on ``gymnasium.make(env_id)``: a FIFO online buffer mixed half and
+        half with the dataset, ``fill`` random env steps without updates, then up to ``warmup`` steps with updates.
+        """
         import d3rlpy
         import gymnasium as gym
 

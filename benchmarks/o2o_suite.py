@@ -291,13 +291,24 @@ def pending(results_dir: Path, specs: Sequence[RunSpec]) -> list[RunSpec]:
 
 def spec_differences(results_dir: Path, spec: RunSpec) -> list[str]:
     """
-    The settings in which a done run's stored spec differs from ``spec`` (keys both have; a key added to the spec
-    later is not a difference): a run that counts as done must have run what the matrix now asks for.
+    The settings in which a done run differs from what the matrix now asks for: its stored spec and, for DARE, its
+    options (keys both have: a key added later is not a difference; the device is not one either, the scores do not
+    depend on it). A run that counts as done must have run what the matrix asks for.
+
+    :param results_dir: the results folder
+    :param spec: the run as the matrix has it (its JSON must exist)
+    :return: one ``"key: stored -> now"`` line per difference
     """
-    stored = json.loads(result_path(results_dir, spec).read_text())["config"]["spec"]
-    current = spec.to_json()
-    shared = sorted(set(stored) & set(current))
-    return [f"{key}: {stored[key]!r} -> {current[key]!r}" for key in shared if stored[key] != current[key]]
+    config = json.loads(result_path(results_dir, spec).read_text())["config"]
+    pairs = [(config["spec"], spec.to_json())]
+    if spec.algorithm in DARE_ALGORITHMS and config.get("dare"):
+        pairs.append((config["dare"], json.loads(json.dumps(dare_kwargs(spec)))))
+    return [
+        f"{key}: {stored[key]!r} -> {current[key]!r}"
+        for stored, current in pairs
+        for key in sorted(set(stored) & set(current) - {"device"})
+        if stored[key] != current[key]
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- configurations

@@ -189,6 +189,7 @@ def paired_interval(differences: np.ndarray) -> tuple[float, float, float]:
     Not the percentile bootstrap: with 3 to 5 seeds it covers well under 95 % (about 85 % at 5 seeds for normal data),
     which would overstate every verdict built on it.
 
+    :param differences: (seeds,) or (seeds, tasks) paired differences
     :return: (mean, lower, upper); the interval is NaN with fewer than 2 seeds
     """
     from scipy import stats
@@ -396,12 +397,17 @@ def paired_verdicts(
     reference: str,
     challenger_runs: dict[int, dict[str, Any]],
     reference_runs: dict[int, dict[str, Any]],
-    reps: int,
 ) -> list[str]:
     """
     Plain statements comparing two (algorithm, variant) groups of a task on the seeds they share (they share the
     offline checkpoint, so the difference is the online phase): final score, online AUC (higher is better) and dip
-    (lower is better), each as the mean paired difference with its 95 % bootstrap interval.
+    (lower is better), each as the mean paired difference with its 95 % Student-t interval (:func:`paired_interval`).
+
+    :param challenger: the challenger's label
+    :param reference: the reference's label
+    :param challenger_runs: the challenger's runs by seed
+    :param reference_runs: the reference's runs by seed
+    :return: the statements
     """
     seeds = sorted(set(challenger_runs) & set(reference_runs))
     if not seeds:
@@ -610,7 +616,7 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
             statements = []
             for key in sorted(groups, key=_order):
                 for name, reference in _references(key, groups):
-                    statements += paired_verdicts(label(*key), name, groups[key], groups[reference], reps)
+                    statements += paired_verdicts(label(*key), name, groups[key], groups[reference])
             statements += peer_statements(groups, reps)
             if statements:
                 lines += ["Comparisons:", "", *[f"- {s}" for s in statements], ""]
@@ -647,7 +653,9 @@ def _over_tasks(tasks: dict[str, Group], reps: int) -> list[str]:
         cells = []
         for metric in ("offline", "final", "dip", "auc"):
             table = np.array([[m[metric] for m in row] for row in metrics], dtype=float)
-            cells.append(_fmt_interval(*iqm_interval(table, reps=reps), len(seeds)) if np.isfinite(table).all() else "n/a")
+            # the interval resamples tasks x seeds values (stratified), not the seeds alone: only 1 seed is special
+            n_values = len(seeds) if len(seeds) < 2 else table.size
+            cells.append(_fmt_interval(*iqm_interval(table, reps=reps), n_values) if np.isfinite(table).all() else "n/a")
         cost = np.mean([m["total_min"] for row in metrics for m in row])
         rows.append(f"| {label(*key)} | {len(tasks)} x {len(seeds)} | {' | '.join(cells)} | {cost:.1f} |")
     if len(rows) == 4:
@@ -656,11 +664,11 @@ def _over_tasks(tasks: dict[str, Group], reps: int) -> list[str]:
     for key in sorted(keys, key=_order):
         algorithm, variant = key
         if algorithm in BASE_OF and variant == "default" and (BASE_OF[algorithm], "default") in keys:
-            statements += _paired_over_tasks(label(*key), label(BASE_OF[algorithm], "default"), tasks, key, reps)
+            statements += _paired_over_tasks(label(*key), label(BASE_OF[algorithm], "default"), tasks, key)
     return [*rows, "", *(["Comparisons over tasks:", "", *[f"- {s}" for s in statements], ""] if statements else [])]
 
 
-def _paired_over_tasks(challenger: str, reference: str, tasks: dict[str, Group], key: tuple[str, str], reps: int) -> list[str]:
+def _paired_over_tasks(challenger: str, reference: str, tasks: dict[str, Group], key: tuple[str, str]) -> list[str]:
     """
     Mean paired difference over every (task, seed) both groups ran, with the t interval of :func:`paired_interval`
     over the seeds' means across tasks; only seeds present on every task enter, so the table is complete.

@@ -437,6 +437,14 @@ def test_models_saved_through_rl_zoo_load_with_the_plain_class_and_back(pendulum
         zoo.available_algorithms()["calql"].load(tmp_path / "zoo_iql")
     with pytest.raises(ValueError, match="holds a IQL model, not a CalQL one"):
         CalQL.load(tmp_path / "zoo_iql")
+    # zips written before the Zoo classes recorded the algorithm they wrap named the Zoo class: they load too
+    zoo_iql = type(zoo_model)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(zoo_iql, "saved_algorithm_name", classmethod(lambda cls: "ZooIQL"))
+        zoo_model.save(tmp_path / "older_zoo_iql")
+    with zipfile.ZipFile(tmp_path / "older_zoo_iql.zip") as archive:
+        assert '"_sb3_dare_algorithm": "ZooIQL"' in archive.read("data").decode()
+    assert IQL.load(tmp_path / "older_zoo_iql").offline_updates == 10
     # the checkpoint names the Zoo class; a fresh interpreter resumes it without registering anything first
     assert read_manifest(tmp_path / "ck")["algorithm"] == "ZooIQL"
     script = f"from sb3_dare.common.checkpoint import resume; print(type(resume({str(tmp_path / 'ck')!r})).__name__)"

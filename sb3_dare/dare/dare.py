@@ -324,7 +324,8 @@ class DAREMixin(O2OAlgorithm):
     def _get_checkpoint_extra_state(self) -> dict[str, Any]:
         state = super()._get_checkpoint_extra_state()
         if self._moments_ema is not None:
-            state["score_moments_ema"] = self._moments_ema.state.clone()
+            # on the CPU: the checkpoint's pickle must load on a machine without the training device
+            state["score_moments_ema"] = self._moments_ema.state.detach().cpu().clone()
         return state
 
     def _set_checkpoint_extra_state(self, state: dict[str, Any]) -> None:
