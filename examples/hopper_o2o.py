@@ -2,11 +2,12 @@
 Hopper-v5 offline-to-online with a dataset you build locally, IQL and DARE_IQL from one offline checkpoint.
 
     pip install -e ".[mujoco]"
-    python -m sb3_dare.data build --env Hopper-v5 --quality medium --id mujoco/hopper/medium-v0
+    python -m sb3_dare.data build --env Hopper-v5 --quality medium    # writes sb3_dare/hopper-v5/medium-v0
     python examples/hopper_o2o.py --offline-steps 100000 --online-steps 50000
 
-The builder trains SAC once (cached) and writes a Minari dataset under $MINARI_DATASETS_PATH; the prepared
-benchmark copy is used with MINARI_DATASETS_PATH=../shared/datasets and --dataset o2o-cpu/hopper/medium-v0.
+The builder trains SAC once (cached) and writes a Minari dataset under $MINARI_DATASETS_PATH, under its own id so
+that it never shadows Minari's official ``mujoco/hopper/medium-v0`` (whose normalised scores are not comparable
+with a locally trained SAC's); ``--dataset`` takes any other Minari id or dataset folder.
 At the paper's scale (1M offline + 200k online steps) a run takes hours on a CPU.
 """
 
@@ -22,7 +23,7 @@ from sb3_dare.common.evaluation import NormalizedEvalCallback
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--dataset", default="mujoco/hopper/medium-v0")
+    parser.add_argument("--dataset", default="sb3_dare/hopper-v5/medium-v0")
     parser.add_argument("--offline-steps", type=int, default=100_000)
     parser.add_argument("--online-steps", type=int, default=50_000)
     parser.add_argument("--guidance-scale", type=float, default=8.0, help="the paper's value for hopper-medium")

@@ -1,7 +1,7 @@
 """
 The quickstart: offline pre-training, then online fine-tuning with IQL and DARE_IQL side by side.
 
-Run ``python -m sb3_dare.quickstart`` (about 5 minutes on 2 CPU cores). With no arguments it uses a small
+Run ``python -m sb3_dare.quickstart`` (about 6 minutes on 2 CPU cores). With no arguments it uses a small
 dataset shipped inside the package (Pendulum-v1, medium quality, built with ``python -m sb3_dare.data build``),
 so nothing is downloaded. It prints a table of normalised scores before and after fine-tuning and writes
 PNG plots: learning curves, DARE's exchange diagnostics and its alignment-score histogram.

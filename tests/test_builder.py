@@ -205,6 +205,16 @@ def test_overwrite_and_reproducibility(paths):
     with pytest.raises(ValueError, match=r"(?s)test/check/random-v0.*overwrite"):
         build_dataset(ENV_ID, "random", dataset_id, steps=200, **TRAINING, **QUIET)
     assert minari.load_dataset(dataset_id).total_steps == 300  # untouched
+    # an overwrite whose write fails keeps the old dataset (and leaves nothing else behind)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            minari, "create_dataset_from_buffers", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("disk full"))
+        )
+        with pytest.raises(OSError, match="disk full"):
+            build_dataset(ENV_ID, "random", dataset_id, steps=200, overwrite=True, **TRAINING, **QUIET)
+    assert minari.load_dataset(dataset_id).total_steps == 300
+    namespace = Path(minari.load_dataset(dataset_id).storage.data_path).parents[1]
+    assert sorted(path.name for path in namespace.iterdir() if path.name.startswith(".")) == []
     build_dataset(ENV_ID, "random", dataset_id, steps=200, overwrite=True, **TRAINING, **QUIET)
     assert minari.load_dataset(dataset_id).total_steps == 200
     # the same seed gives the same data

@@ -139,6 +139,24 @@ def test_from_replay_buffer_wrapped_ring():
     np.testing.assert_allclose(data.next_observations[inner], data.observations[np.flatnonzero(inner) + 1])
 
 
+def test_from_replay_buffer_memory_optimized_wrapped_ring():
+    # one observation array: the oldest row of a full ring holds its predecessor's next observation, so it is dropped
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    buffer = ReplayBuffer(
+        4, spaces.Box(-10, 10, (1,)), spaces.Box(-1, 1, (1,)), optimize_memory_usage=True, handle_timeout_termination=False
+    )
+    for step in range(6):  # one episode: observations 0, 1, ..., 6
+        buffer.add(
+            np.array([[step]]), np.array([[step + 1]]), np.array([[step / 10]]), np.array([0.0]), np.array([False]), [{}]
+        )
+    with pytest.warns(UserWarning, match="every episode end is read as a termination"):
+        data = OfflineData.from_replay_buffer(buffer)
+    np.testing.assert_allclose(data.observations[:, 0], [3, 4, 5])
+    np.testing.assert_allclose(data.next_observations[:, 0], [4, 5, 6])
+    np.testing.assert_allclose(data.actions[:, 0], [0.3, 0.4, 0.5], rtol=1e-6)
+
+
 # ---------------------------------------------------------------------- bad input
 
 
@@ -218,7 +236,7 @@ def test_discrete_action_space_refused(minari_root):
         load_offline_data("test/cartpole/discrete-v0")
 
 
-def test_dict_observations_need_flatten(minari_root):
+def test_dict_observations_need_flatten(minari_root, capsys):
     import minari
     from minari.data_collector import EpisodeBuffer
 
@@ -254,6 +272,21 @@ def test_dict_observations_need_flatten(minari_root):
     assert data.observation_dim == 5
     expected = spaces.flatten(observation_space, {key: observations[key][0] for key in observation_space.spaces})
     np.testing.assert_allclose(data.observations[0], expected)
+    # the info command describes it (flattened) instead of asking for an option it does not have
+    from sb3_dare.data.__main__ import main as data_cli
+
+    assert data_cli(["info", "test/maze/dict-v0"]) == 0
+    assert "transitions" in capsys.readouterr().out
+
+
+def test_build_command_hint_names_a_quality_the_builder_has():
+    from sb3_dare.data.loading import build_command_hint
+
+    assert "--quality medium-replay --id mujoco/hopper/medium-replay-v0" in build_command_hint(
+        "mujoco/hopper/medium-replay-v0"
+    )
+    for dataset_id in ("mujoco/hopper/simple-v0", "D4RL/pen/human-v2"):  # qualities the builder does not make
+        assert "--quality medium " in build_command_hint(dataset_id)
 
 
 def test_integer_rewards_are_converted():

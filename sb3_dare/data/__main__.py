@@ -185,7 +185,9 @@ def _info(dataset_name: str) -> int:
 
     dataset = _open_dataset(dataset_name)
     metadata = dict(dataset.storage.metadata)
-    data = load_offline_data(dataset, download=False)
+    # Dict observations are shown flattened: info describes any Minari dataset made of Box parts
+    flatten = not hasattr(dataset.spec.observation_space, "shape") or dataset.spec.observation_space.shape is None
+    data = load_offline_data(dataset, download=False, flatten_observations=flatten)
     episode_returns = np.add.reduceat(data.rewards.astype(np.float64), data.episode_starts)
     env_spec = dataset.spec.env_spec
     rows: list[tuple[str, str]] = [

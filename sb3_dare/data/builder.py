@@ -883,10 +883,14 @@ def _write_dataset(
     from minari.data_collector import EpisodeBuffer
 
     path = _dataset_path(dataset_id)
+    previous: Path | None = None
     if path.exists():
         if not overwrite:
             raise ValueError(_exists_message(dataset_id))
-        shutil.rmtree(path)
+        # kept aside until the new dataset is written: a failed write restores it instead of losing both
+        previous = path.with_name(f".{path.name}.previous-{os.getpid()}")
+        shutil.rmtree(previous, ignore_errors=True)
+        path.rename(previous)
     buffers = [
         EpisodeBuffer(
             id=index,
@@ -918,7 +922,11 @@ def _write_dataset(
         dataset.storage.update_metadata(extra_metadata)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)  # never leave a half-written dataset behind
+        if previous is not None:
+            previous.rename(path)
         raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
     return minari.load_dataset(dataset_id)
 
 

@@ -21,12 +21,14 @@ DatasetLike = str | os.PathLike | OfflineData | Any  # Any: minari.MinariDataset
 
 def build_command_hint(dataset_id: str | None = None, env_id: str | None = None) -> str:
     """The command that builds a dataset locally, for error messages."""
+    from sb3_dare.data.builder import QUALITIES
+
     env_part = env_id or "<EnvId>"
     quality = "medium"
     if dataset_id is not None:
         parts = dataset_id.split("/")
-        if len(parts) >= 2:
-            quality = parts[-1].rsplit("-v", 1)[0] or quality
+        if len(parts) >= 2 and parts[-1].rsplit("-v", 1)[0] in QUALITIES:  # the builder's qualities only
+            quality = parts[-1].rsplit("-v", 1)[0]
     id_part = f" --id {dataset_id}" if dataset_id else ""
     return f"python -m sb3_dare.data build --env {env_part} --quality {quality}{id_part}"
 
@@ -154,8 +156,9 @@ def _flat_observation_space(space: spaces.Space, flatten: bool, source: str) -> 
     if isinstance(space, spaces.Dict):
         if not flatten:
             raise ValueError(
-                f"Dataset {source!r} has Dict observations ({list(space.spaces)}). Pass flatten_observations=True to "
-                "concatenate them into one vector (and wrap the env with gymnasium.wrappers.FlattenObservation)."
+                f"Dataset {source!r} has Dict observations ({list(space.spaces)}). Load it with "
+                "sb3_dare.data.load_offline_data(dataset, flatten_observations=True), which concatenates them into "
+                "one vector, and pass the result as dataset= (wrap the env with gymnasium.wrappers.FlattenObservation)."
             )
         if not all(isinstance(sub, spaces.Box) for sub in space.spaces.values()):
             raise ValueError(

@@ -168,7 +168,8 @@ class OfflineData:
         ``observations[t + 1]`` (datasets that forgot to mark time limits).
 
         :param observations: (N, obs_dim) observations
-        :param actions: (N, action_dim) actions in the env's units (rescaled to [-1, 1] here)
+        :param actions: (N, action_dim) actions in the units of ``action_space`` (rescaled to [-1, 1] here); without
+            ``action_space``, actions already in [-1, 1] (values outside are clipped, with a warning)
         :param rewards: (N,) rewards
         :param next_observations: (N, obs_dim) observations after each action
         :param terminations: (N,) True where the episode reached a terminal state
@@ -306,6 +307,17 @@ class OfflineData:
             order = np.roll(order, -buffer.pos)
         next_observations = getattr(buffer, "next_observations", None)
         if next_observations is None:  # optimize_memory_usage=True keeps only one array
+            if buffer.full:
+                # the oldest row's observation was overwritten by its predecessor's next observation (SB3's own
+                # sample() skips that row too)
+                order, size = order[1:], size - 1
+            if not np.asarray(buffer.timeouts).any():
+                warnings.warn(
+                    "The replay buffer uses optimize_memory_usage=True, with which SB3 records no time-limit ends: "
+                    "every episode end is read as a termination. Collect with optimize_memory_usage=False to keep "
+                    "truncations apart.",
+                    stacklevel=2,
+                )
             next_observations = buffer.observations[(order + 1) % buffer.buffer_size]
         else:
             next_observations = next_observations[order]
