@@ -207,7 +207,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     # the rate counts the updates after the first one (d3rlpy builds its networks and scalers before it)
     offline_setup = first_update["end"] - start
     offline_train = max(offline_seconds - offline_setup - offline_eval.seconds, 1e-9)
-    offline_timed_updates = max(spec["offline_steps"] - 1, 1)
+    offline_updates = int(algo.grad_step)  # d3rlpy's own count of update() calls
+    offline_timed_updates = max(offline_updates - 1, 1)
 
     env = gym.make(env_id)
     env.reset(seed=seed)
@@ -236,7 +237,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     )
     online_seconds = time.perf_counter() - start
     online_train = max(online_seconds - online_eval.seconds, 1e-9)
-    online_updates = max(spec["online_steps"] - 1, 0)
+    online_updates = int(algo.grad_step) - offline_updates
 
     result = {
         "schema_version": spec["schema_version"],
@@ -264,7 +265,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         },
         "compute": {
             "offline": {
-                "updates": spec["offline_steps"],
+                "updates": offline_updates,
                 "wall_clock_s": offline_seconds,
                 "eval_s": offline_eval.seconds,
                 "train_s": offline_train,
