@@ -661,19 +661,22 @@ def _over_tasks(tasks: dict[str, Group], reps: int) -> list[str]:
     if len(rows) == 4:
         return []
     statements = []
+    present = {key: next(iter(tasks.values()))[key] for key in keys}  # the groups present on every task
     for key in sorted(keys, key=_order):
-        algorithm, variant = key
-        if algorithm in BASE_OF and variant == "default" and (BASE_OF[algorithm], "default") in keys:
-            statements += _paired_over_tasks(label(*key), label(BASE_OF[algorithm], "default"), tasks, key)
+        # the same references as per task: DARE with its base, an ablation with the paper's rule and the base
+        for name, reference in _references(key, present):
+            statements += _paired_over_tasks(label(*key), name, tasks, key, reference)
     return [*rows, "", *(["Comparisons over tasks:", "", *[f"- {s}" for s in statements], ""] if statements else [])]
 
 
-def _paired_over_tasks(challenger: str, reference: str, tasks: dict[str, Group], key: tuple[str, str]) -> list[str]:
+def _paired_over_tasks(
+    challenger: str, reference: str, tasks: dict[str, Group], key: tuple[str, str], reference_key: tuple[str, str]
+) -> list[str]:
     """
     Mean paired difference over every (task, seed) both groups ran, with the t interval of :func:`paired_interval`
     over the seeds' means across tasks; only seeds present on every task enter, so the table is complete.
     """
-    base_key = (BASE_OF[key[0]], "default")
+    base_key = reference_key
     seeds = sorted(set.intersection(*(set(groups[key]) & set(groups[base_key]) for groups in tasks.values())))
     if len(seeds) < MIN_SEEDS_FOR_CLAIM:
         return []
