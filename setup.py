@@ -88,7 +88,7 @@ setup(
     install_requires=[
         "stable-baselines3>=2.9.2,<3",
         "sb3-contrib>=2.9.2,<3",
-        "torch>=2.3",
+        "torch>=2.4",  # fused Adam on CPU (the optimizers' default) exists from torch 2.4
         "gymnasium>=1.0",
         "numpy>=1.24",
         "minari[hdf5,hf]>=0.5.4,<0.6",

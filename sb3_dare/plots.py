@@ -40,14 +40,15 @@ def read_dare_log(run_dir: str) -> dict[str, np.ndarray]:
     :param run_dir: the folder a logger wrote to (searched recursively)
     :return: ``{"time/total_timesteps": steps, "dare/...": values}``, each an array of the same length
     """
-    csv_files = sorted(glob.glob(os.path.join(run_dir, "**", "progress.csv"), recursive=True))
-    if csv_files:
-        with open(csv_files[-1], newline="") as file_handler:
+    # the newest run first (by modification time: DARE_IQL_10 is newer than DARE_IQL_9), then older ones
+    csv_files = sorted(glob.glob(os.path.join(run_dir, "**", "progress.csv"), recursive=True), key=os.path.getmtime)
+    for csv_file in reversed(csv_files):
+        with open(csv_file, newline="") as file_handler:
             rows = [row for row in csv.DictReader(file_handler) if row.get("dare/offline_like_fraction")]
         if rows:
             keys = [key for key in ("time/total_timesteps", *DARE_KEYS) if key in rows[0]]
             return {key: np.array([float(row[key]) if row[key] else np.nan for row in rows]) for key in keys}
-    event_files = sorted(glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True))
+    event_files = sorted(glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True), key=os.path.getmtime)
     if event_files:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -78,6 +79,12 @@ def plot_exchange(run_dir: str, path: str | None = None) -> str:
     :return: the PNG's path
     """
     series = read_dare_log(run_dir)
+    missing = [key for key in ("time/total_timesteps", *DARE_KEYS) if key not in series]
+    if missing:
+        raise ValueError(
+            f"The DARE log under {run_dir!r} lacks {missing}: plot_exchange needs every dare/* key and "
+            "time/total_timesteps, as DARE's online phase logs them (a log written by another version or cut short?)."
+        )
     steps = series["time/total_timesteps"]
     plt = _pyplot()
     figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)

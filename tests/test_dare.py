@@ -208,6 +208,21 @@ def test_end_to_end_learn_log_save_load_continue(pendulum_balance_dataset, tmp_p
     assert loaded.offline_updates == 20 and not np.isnan(loaded.replay_buffer.offline_scores).any()
 
 
+def test_plot_exchange_reads_the_newest_log_and_names_missing_keys(tmp_path):
+    import os
+
+    older, newer = tmp_path / "DARE_IQL_9", tmp_path / "DARE_IQL_10"
+    for folder, fraction in ((older, 0.25), (newer, 0.75)):
+        folder.mkdir()
+        (folder / "progress.csv").write_text(f"time/total_timesteps,dare/offline_like_fraction\n10,{fraction}\n")
+    os.utime(older / "progress.csv", (1, 1))  # the older run, although its name sorts last
+    from sb3_dare.plots import read_dare_log
+
+    assert read_dare_log(str(tmp_path))["dare/offline_like_fraction"].tolist() == [0.75]
+    with pytest.raises(ValueError, match=r"lacks \['dare/exchanged_off_to_on'"):
+        plot_exchange(str(tmp_path))
+
+
 def test_from_base_shares_the_offline_phase(pendulum_balance_dataset, tmp_path):
     base = IQL("MlpPolicy", ENV_ID, dataset=pendulum_balance_dataset, **{**TINY, "offline_steps": 30})
     base.learn(0)

@@ -239,6 +239,16 @@ def test_eval_and_checkpoint_callbacks(pendulum_balance_dataset, tmp_path):
     assert eval_callback.last_normalized_score == pytest.approx((eval_callback.last_mean_reward - 5.0) / (1000.0 - 5.0) * 100)
     assert len(plain_eval.evaluations_results) == 2
     assert (tmp_path / "iql_20_steps.zip").exists() and (tmp_path / "evaluations.npz").exists()
+    # a dataset given by id is loaded once, not at every evaluation
+    by_id = NormalizedEvalCallback(gym.make(ENV_ID), dataset=pendulum_balance_dataset, n_eval_episodes=1, eval_freq=5)
+    loads = []
+    import sb3_dare.common.evaluation as evaluation
+
+    original = evaluation.load_offline_data
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluation, "load_offline_data", lambda *args, **kwargs: loads.append(args) or original(*args, **kwargs))
+        model.learn(10, callback=by_id, reset_num_timesteps=False)
+    assert len(by_id.normalized_scores) == 2 and len(loads) == 1
 
 
 def test_predict_deterministic_and_stochastic(pendulum_balance_dataset):

@@ -67,6 +67,9 @@ class NormalizedEvalCallback(EvalCallback):
         self.normalized_scores: list[float] = []
 
     def _record_normalized_score(self) -> None:
+        if isinstance(self.dataset, str):
+            # an id or folder is loaded once (not at every evaluation, which could also try to download it)
+            self.dataset = load_offline_data(self.dataset)
         data = _reference_data(self.model, self.dataset)
         if data is None or data.ref_min_score is None or data.ref_max_score is None:
             return
