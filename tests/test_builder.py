@@ -198,6 +198,44 @@ def test_metadata(paths, trained):
     assert f"step {trained.medium.step}" in metadata["description"]
 
 
+def _hidden_entries(root: Path) -> list[str]:
+    """Staging folders and set-aside datasets anywhere under a datasets root (a finished build leaves none)."""
+    return sorted(str(path.relative_to(root)) for path in root.rglob(".*"))
+
+
+def test_concurrent_build_of_the_same_id(paths):
+    """Another process writes the same id while this build runs: its dataset is kept, never deleted or mixed."""
+    dataset_id = "test/race/random-v0"
+    real_create = minari.create_dataset_from_buffers
+
+    def other_process_writes_first(*args, **kwargs):
+        # this build writes into its staging root; "the other process" puts its own dataset (200 steps) in the real one
+        staging = os.environ["MINARI_DATASETS_PATH"]
+        assert Path(staging).parent == paths / "datasets" and Path(staging).name.startswith(".")
+        os.environ["MINARI_DATASETS_PATH"] = str(paths / "datasets")
+        try:
+            real_create(*args, **{**kwargs, "buffer": kwargs["buffer"][:1], "description": "the other process"})
+        finally:
+            os.environ["MINARI_DATASETS_PATH"] = staging
+        return real_create(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(minari, "create_dataset_from_buffers", other_process_writes_first)
+        with pytest.raises(ValueError, match=r"(?s)test/race/random-v0.*already exists.*another process"):
+            build_dataset(ENV_ID, "random", dataset_id, steps=300, **TRAINING, **QUIET)
+    assert os.environ["MINARI_DATASETS_PATH"] == str(paths / "datasets")  # restored
+    kept = minari.load_dataset(dataset_id)
+    assert kept.storage.metadata["description"] == "the other process"
+    assert _hidden_entries(paths / "datasets") == []
+    # with overwrite=True, this build's dataset replaces the one the other process wrote meanwhile
+    minari.delete_dataset(dataset_id)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(minari, "create_dataset_from_buffers", other_process_writes_first)
+        build_dataset(ENV_ID, "random", dataset_id, steps=300, overwrite=True, **TRAINING, **QUIET)
+    assert minari.load_dataset(dataset_id).total_steps == 300
+    assert _hidden_entries(paths / "datasets") == []
+
+
 def test_overwrite_and_reproducibility(paths):
     dataset_id = "test/check/random-v0"
     build_dataset(ENV_ID, "random", dataset_id, steps=300, **TRAINING, **QUIET)
@@ -213,8 +251,7 @@ def test_overwrite_and_reproducibility(paths):
         with pytest.raises(OSError, match="disk full"):
             build_dataset(ENV_ID, "random", dataset_id, steps=200, overwrite=True, **TRAINING, **QUIET)
     assert minari.load_dataset(dataset_id).total_steps == 300
-    namespace = Path(minari.load_dataset(dataset_id).storage.data_path).parents[1]
-    assert sorted(path.name for path in namespace.iterdir() if path.name.startswith(".")) == []
+    assert _hidden_entries(paths / "datasets") == []
     build_dataset(ENV_ID, "random", dataset_id, steps=200, overwrite=True, **TRAINING, **QUIET)
     assert minari.load_dataset(dataset_id).total_steps == 200
     # the same seed gives the same data

@@ -18,6 +18,7 @@ quality of one env, budget and seed reuses one training run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib.metadata
@@ -28,7 +29,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -879,18 +880,19 @@ def _write_dataset(
     extra_metadata: dict[str, Any],
     overwrite: bool,
 ) -> minari.MinariDataset:
+    """
+    Write the dataset into a hidden staging folder of the datasets root, then move it into place with one rename:
+    readers never see a half-written dataset, a failed write leaves everything as it was, and a dataset that another
+    process wrote under the same id meanwhile is never deleted (without ``overwrite`` this build then fails).
+    """
     import minari
     from minari.data_collector import EpisodeBuffer
+    from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.storage.datasets_root_dir import get_dataset_path
 
     path = _dataset_path(dataset_id)
-    previous: Path | None = None
-    if path.exists():
-        if not overwrite:
-            raise ValueError(_exists_message(dataset_id))
-        # kept aside until the new dataset is written: a failed write restores it instead of losing both
-        previous = path.with_name(f".{path.name}.previous-{os.getpid()}")
-        shutil.rmtree(previous, ignore_errors=True)
-        path.rename(previous)
+    if path.exists() and not overwrite:
+        raise ValueError(_exists_message(dataset_id))
     buffers = [
         EpisodeBuffer(
             id=index,
@@ -902,11 +904,14 @@ def _write_dataset(
         )
         for index, episode in enumerate(episodes)
     ]
+    # hidden, so Minari's listings skip it; in the same root, so the final rename stays on one file system
+    staging_root = Path(tempfile.mkdtemp(prefix=".sb3_dare-staging-", dir=get_dataset_path()))
+    previous: Path | None = None
     try:
-        with warnings.catch_warnings():
+        with _datasets_root(staging_root), warnings.catch_warnings():
             # Optional fields this builder has no value for; everything that matters is passed.
             warnings.filterwarnings("ignore", message=r"`(code_permalink|author_email|eval_env)` is set to None")
-            dataset = minari.create_dataset_from_buffers(
+            staged = minari.create_dataset_from_buffers(
                 dataset_id,
                 buffer=buffers,
                 env=env_spec,
@@ -919,15 +924,65 @@ def _write_dataset(
                 num_episodes_average_score=n_eval_episodes,
                 requirements=requirements,
             )
-        dataset.storage.update_metadata(extra_metadata)
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)  # never leave a half-written dataset behind
-        if previous is not None:
-            previous.rename(path)
-        raise
+            staged.storage.update_metadata(extra_metadata)
+            del staged
+        namespace = parse_dataset_id(dataset_id)[0]
+        if namespace is not None:
+            _ensure_namespace(namespace)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            if not overwrite:
+                raise ValueError(f"{_exists_message(dataset_id)} (It was written by another process during this build.)")
+            # kept aside until the new dataset is in place: if the move fails, it is restored
+            previous = path.with_name(f".{path.name}.previous-{os.getpid()}")
+            shutil.rmtree(previous, ignore_errors=True)
+            path.rename(previous)
+        try:
+            # one rename; it fails, instead of replacing anything, when another process has just put a dataset here
+            os.rename(staging_root / dataset_id, path)
+        except OSError as error:
+            if previous is not None:
+                if path.exists():  # overwrite was asked for, and another process's dataset is newer than this one
+                    shutil.rmtree(previous, ignore_errors=True)
+                else:
+                    previous.rename(path)
+                previous = None
+            raise ValueError(
+                f"Could not move the new dataset {dataset_id!r} into {path} ({error}); another process may have "
+                "written the same id meanwhile, and the dataset there was kept."
+            ) from error
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
     return minari.load_dataset(dataset_id)
+
+
+@contextlib.contextmanager
+def _datasets_root(root: Path) -> Iterator[None]:
+    """Point Minari (``$MINARI_DATASETS_PATH``) at another datasets root for the duration of a ``with`` block."""
+    saved = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = saved
+
+
+def _ensure_namespace(namespace: str) -> None:
+    """Create the Minari namespace in the datasets root unless it exists (another process may create it concurrently)."""
+    from minari.namespace import create_namespace, list_local_namespaces
+
+    if namespace in list_local_namespaces():
+        return
+    try:
+        create_namespace(namespace)
+    except ValueError:
+        if namespace not in list_local_namespaces():
+            raise
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
