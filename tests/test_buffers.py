@@ -178,3 +178,24 @@ def test_save_load_keeps_online_part_and_reattaches_offline(tmp_path, monkeypatc
 def test_online_storage_is_float32():
     buffer = make_buffer(buffer_size=1000)
     assert buffer.observations.dtype == buffer.next_observations.dtype == np.float32
+
+
+def test_reward_floor_returns_online_and_offline():
+    """With truncated_returns="reward_floor", a time-limit cut continues at the lowest reward; a terminal end does not."""
+    data = make_offline()  # rewards 1, every episode terminates: exact returns in both modes
+    buffer = make_buffer(n_envs=2, gamma=0.5, reward_bias=-2.0, truncated_returns="reward_floor")
+    buffer.attach_offline_data(data)
+    assert buffer.offline_reward_floor == -1.0
+    np.testing.assert_allclose(buffer.offline_mc_returns, data.discounted_returns(0.5, 1.0, -2.0), rtol=1e-6)
+    for step, (done, truncated) in enumerate([([False, False], [False, False]), ([True, True], [True, False])]):
+        obs = np.full((2, 3), float(step))
+        infos = [{"TimeLimit.truncated": cut} for cut in truncated]
+        buffer.add(obs, obs + 1, np.zeros((2, 2)), np.ones(2), np.array(done), infos)
+    # env 0 was cut after two steps of reward -1: it continues at the floor -1, worth -1 / (1 - 0.5) = -2 after the cut
+    np.testing.assert_allclose(buffer.online_mc_returns[:2, 0], [-1 + 0.5 * (-1 + 0.5 * -2), -1 + 0.5 * -2])
+    np.testing.assert_allclose(buffer.online_mc_returns[:2, 1], [-1.5, -1.0])  # env 1 terminated: exact
+    partial = make_buffer(gamma=0.5, reward_bias=-2.0)
+    add_steps(partial, 2, dones=[[False], [True]])
+    np.testing.assert_allclose(partial.online_mc_returns[:2, 0], [-1.5, -1.0])  # the default: sums up to the cut
+    with pytest.raises(ValueError, match="truncated_returns must be one of partial, reward_floor"):
+        make_buffer(truncated_returns="bootstrap")

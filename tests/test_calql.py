@@ -289,6 +289,7 @@ def test_offline_logs(tmp_path):
         (dict(ent_coef="auto_-1"), "ent_coef must be 'auto'"),
         (dict(ent_coef=-0.1), "ent_coef must be 'auto'"),
         (dict(target_entropy="high"), "target_entropy must be 'auto' or a finite float"),
+        (dict(truncated_returns="bootstrap"), "truncated_returns must be one of partial, reward_floor"),
         (dict(offline_ratio=1.5), r"offline_ratio must be in \[0.0, 1.0\]"),
         (dict(policy_kwargs=dict(net_arch=[16], unknown_option=1)), r"Unknown policy_kwargs \['unknown_option'\]"),
     ],
@@ -341,13 +342,29 @@ def test_offline_calql_beats_random_and_online_stays_finite(pendulum_balance_dat
 
 
 def test_save_load_identical_predictions_and_continue(pendulum_balance_dataset, tmp_path):
-    model = CalQL("MlpPolicy", ENV_ID, dataset=pendulum_balance_dataset, cql_lagrange=True, **{**TINY, "offline_steps": 20})
+    model = CalQL(
+        "MlpPolicy",
+        ENV_ID,
+        dataset=pendulum_balance_dataset,
+        cql_lagrange=True,
+        truncated_returns="reward_floor",
+        reward_bias=-2.0,
+        **{**TINY, "offline_steps": 20},
+    )
     model.learn(10)
+    # InvertedPendulum pays 1 per step (0 at a fall), -2 + that with the bias; balanced episodes are cut at 300 steps, and
+    # the floor (-2 per step after the cut) lowers their returns below the partial sums
+    buffer, data = model.replay_buffer, model.offline_data
+    assert buffer.truncated_returns == "reward_floor" and buffer.offline_reward_floor == -2.0
+    floored, partial = data.discounted_returns(model.gamma, 1.0, -2.0, -2.0), data.discounted_returns(model.gamma, 1.0, -2.0)
+    np.testing.assert_allclose(buffer.offline_mc_returns, floored, rtol=1e-6)
+    assert (floored <= partial + 1e-4).all() and (floored < partial - 1.0).any()
     model.save(tmp_path / "calql")
     loaded = CalQL.load(tmp_path / "calql", env=gym.make(ENV_ID))
     obs = np.random.default_rng(0).normal(size=(10, 4))
     np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
     assert loaded.offline_updates == 20 and loaded.offline_phase_done and loaded.cql_lagrange
+    assert loaded.truncated_returns == loaded.replay_buffer.truncated_returns == "reward_floor"
     for key, value in model.policy.state_dict().items():
         th.testing.assert_close(loaded.policy.state_dict()[key], value)
     # the learned scalars and every optimizer state travel too

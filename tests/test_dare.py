@@ -163,6 +163,20 @@ def test_cached_and_per_batch_scoring_give_the_same_masks(pendulum_balance_datas
         assert th.equal(cached._offline_like_mask(batch), per_batch._offline_like_mask(batch))
 
 
+def test_score_sigma_reaches_the_scores(pendulum_balance_dataset):
+    """The score is ||a_ref - a||^2 / (2 score_sigma^2): halving sigma multiplies it by 4."""
+    observations = th.randn(8, 4, generator=th.Generator().manual_seed(0))
+    actions = th.linspace(-1, 1, 8).unsqueeze(1)
+    scores = {}
+    for sigma in (1.0, 0.5):
+        model = make_dare(pendulum_balance_dataset, behavior_model=FixedBehavior(4, 1), score_sigma=sigma)
+        model.behavior.fitted.fill_(True)
+        scores[sigma] = model.score_transitions(observations, actions)
+    reference = th.tanh(observations[:, :1].sum(dim=1, keepdim=True))
+    th.testing.assert_close(scores[1.0], (reference - actions).pow(2).sum(dim=1) / 2.0)
+    th.testing.assert_close(scores[0.5], 4.0 * scores[1.0])
+
+
 @pytest.mark.parametrize("behavior_model", ["gaussian", "diffusion"])
 def test_end_to_end_learn_log_save_load_continue(pendulum_balance_dataset, tmp_path, behavior_model):
     guidance = 1.0 if behavior_model == "diffusion" else 0.0

@@ -330,3 +330,39 @@ def test_large_dataset_loads_vectorised():
     assert data.n_episodes == 200
     last = data.episode_starts[1] - 1
     assert data.mc_returns[last] == pytest.approx(data.rewards[last])
+
+
+def test_reward_floor_returns_of_cut_episodes():
+    """Episodes cut short continue at the floor reward; terminal ones are exact; all-failure episodes get r / (1 - gamma)."""
+    gamma = 0.5
+    data = OfflineData.from_arrays(
+        np.arange(6.0)[:, None],
+        np.zeros((6, 1)),
+        np.array([1.0, 2.0, 3.0, 10.0, 20.0, 5.0]),
+        np.arange(1.0, 7.0)[:, None],
+        terminations=np.array([0, 0, 1, 0, 0, 0]),
+        truncations=np.array([0, 0, 0, 0, 1, 0]),
+        gamma=gamma,
+    )
+    floor = data.min_reward()
+    assert floor == 1.0 and data.min_reward(reward_scale=2.0, reward_bias=-5.0) == -3.0
+    tail = floor / (1 - gamma)  # the value of continuing at the floor reward forever
+    returns = data.discounted_returns(gamma, reward_floor=floor)
+    # episode 0 terminates: exact; episode 1 is cut by a time limit, episode 2 by the end of the data
+    np.testing.assert_allclose(returns[:3], data.mc_returns[:3], rtol=1e-6)
+    np.testing.assert_allclose(returns[3:5], [10 + 0.5 * 20 + 0.25 * tail, 20 + 0.5 * tail], rtol=1e-6)
+    np.testing.assert_allclose(returns[5], 5 + 0.5 * tail, rtol=1e-6)
+    # AntMaze-like: a failed episode (raw reward 0, scale 10, bias -5) cut by the time limit gets -5 / (1 - gamma)
+    # everywhere, the reference's r_neg / (1 - gamma); its partial sums would end at -5, far above the true value
+    n = 50
+    failed = OfflineData.from_arrays(
+        np.arange(n, dtype=float)[:, None],
+        np.zeros((n, 1)),
+        np.zeros(n),
+        np.arange(1.0, n + 1)[:, None],
+        terminations=np.zeros(n),
+        truncations=np.eye(1, n, n - 1)[0],
+    )
+    bounded = failed.discounted_returns(0.99, 10.0, -5.0, reward_floor=failed.min_reward(10.0, -5.0))
+    np.testing.assert_allclose(bounded, np.full(n, -5.0 / 0.01), rtol=1e-5)
+    assert failed.discounted_returns(0.99, 10.0, -5.0)[-1] == pytest.approx(-5.0)

@@ -796,6 +796,8 @@ SHARED_ROWS = [
     (DARE_CalQL, dict(guidance_scale=-1.0), r"guidance_scale must be >= 0 \(0 = plain behaviour sampling\)"),
     (DARE_IQL, dict(score_reduction="max"), "Unknown score_reduction 'max'; choose one of"),
     (DARE_IQL, dict(sigma_floor=0.0), "sigma_floor must be > 0"),
+    (DARE_IQL, dict(score_sigma=0.0), "score_sigma must be a finite number > 0"),
+    (DARE_CalQL, dict(score_sigma=float("inf")), "score_sigma must be a finite number > 0"),
     (DARE_IQL, dict(behavior_steps=-1), "behavior_steps must be >= 0"),
     (DARE_IQL, dict(energy_steps=-1), "energy_steps must be >= 0"),
     (DARE_IQL, dict(behavior_batch_size=0), "behavior_batch_size must be >= 1"),

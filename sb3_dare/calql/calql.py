@@ -14,7 +14,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_dare.calql.policies import CalQLPolicy, MlpPolicy
-from sb3_dare.common.buffers import OfflineOnlineSamples
+from sb3_dare.common.buffers import TRUNCATED_RETURNS, OfflineOnlineSamples
 from sb3_dare.common.networks import QEnsemble, SquashedGaussianActor, soft_update
 from sb3_dare.common.o2o import O2OAlgorithm, _check_range
 from sb3_dare.common.policies import O2OPolicy
@@ -108,6 +108,11 @@ class CalQL(O2OAlgorithm):
     :param cql_temperature: temperature of the log-sum-exp over the sampled actions
     :param cql_importance_sample: subtract the proposals' log-densities inside the log-sum-exp (the reference default)
     :param calibration: bound the policy-action Q-values below by the MC return-to-go (False: plain CQL)
+    :param truncated_returns: the returns-to-go of episodes cut by a time limit: ``"partial"``, the sum up to the cut
+        (the reference's choice, too high when the rewards after the cut would be negative); ``"reward_floor"``, plus
+        continuing with the lowest reward seen, a lower bound whenever no later reward is lower (use it with negative
+        rewards, e.g. AntMaze's ``reward_bias=-5``, where it gives the reference's ``r_neg / (1 - gamma)`` for
+        all-failure episodes). See ``docs/calql.md``
     :param cql_lagrange: learn a multiplier alpha' so that the CQL gap stays at or below ``cql_target_gap``
     :param cql_target_gap: the gap allowed when ``cql_lagrange=True``
     :param ent_coef: entropy coefficient alpha: ``"auto"`` (learned, starting at 1), ``"auto_<x>"`` (learned, starting
@@ -166,6 +171,7 @@ class CalQL(O2OAlgorithm):
         cql_temperature: float = 1.0,
         cql_importance_sample: bool = True,
         calibration: bool = True,
+        truncated_returns: str = "partial",
         cql_lagrange: bool = False,
         cql_target_gap: float = 0.8,
         ent_coef: str | float = "auto",
@@ -203,6 +209,7 @@ class CalQL(O2OAlgorithm):
         self.cql_temperature = cql_temperature
         self.cql_importance_sample = cql_importance_sample
         self.calibration = calibration
+        self.truncated_returns = truncated_returns
         self.cql_lagrange = cql_lagrange
         self.cql_target_gap = cql_target_gap
         self.ent_coef = ent_coef
@@ -255,6 +262,10 @@ class CalQL(O2OAlgorithm):
             raise ValueError(f"cql_n_actions must be an integer in [1, inf), got {self.cql_n_actions}.")
         _check_range("cql_temperature", self.cql_temperature, 0.0, math.inf, low_open=True, high_open=True)
         _check_range("cql_target_gap", self.cql_target_gap, -math.inf, math.inf, low_open=True, high_open=True)
+        if self.truncated_returns not in TRUNCATED_RETURNS:
+            raise ValueError(
+                f"truncated_returns must be one of {', '.join(TRUNCATED_RETURNS)}, got {self.truncated_returns!r}."
+            )
         actor_learning_rate = self.actor_learning_rate
         if actor_learning_rate is not None and not callable(actor_learning_rate) and not actor_learning_rate > 0:
             raise ValueError(f"actor_learning_rate must be > 0 (or None), got {actor_learning_rate}.")
@@ -282,6 +293,8 @@ class CalQL(O2OAlgorithm):
         return float(self.ent_coef), False
 
     def _setup_model(self) -> None:
+        # the buffer computes the MC returns-to-go (offline when the data is attached, online when episodes end)
+        self.replay_buffer_kwargs = {**(self.replay_buffer_kwargs or {}), "truncated_returns": self.truncated_returns}
         super()._setup_model()
         if self.target_entropy == "auto":
             self.target_entropy = -float(np.prod(self.action_space.shape))  # type: ignore[arg-type]

@@ -38,6 +38,9 @@ class OfflineOnlineSamples(NamedTuple):
     indices: th.Tensor
 
 
+TRUNCATED_RETURNS = ("partial", "reward_floor")
+
+
 class OfflineOnlineReplayBuffer(ReplayBuffer):
     """
     Replay buffer for offline-to-online RL.
@@ -63,6 +66,11 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
     :param reward_bias: see ``reward_scale``
     :param score_batch_size: online transitions are scored in batches of this many (a sampled transition
         that is not scored yet is scored at once)
+    :param truncated_returns: the returns-to-go of an episode cut short (time limit, end of the data): ``"partial"``,
+        the sum up to the cut (the Cal-QL reference's choice; a lower bound of the true return only when the rewards
+        after the cut would not be negative); ``"reward_floor"``, that sum plus the discounted value of continuing
+        with the lowest reward seen (of the offline data and of the episode) at every step, a lower bound whenever
+        no later reward is lower (with AntMaze's all-failure episodes it gives the reference's ``r_neg / (1 - gamma)``)
     """
 
     observations: np.ndarray
@@ -82,7 +90,10 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
         reward_scale: float = 1.0,
         reward_bias: float = 0.0,
         score_batch_size: int = 1000,
+        truncated_returns: str = "partial",
     ):
+        if truncated_returns not in TRUNCATED_RETURNS:
+            raise ValueError(f"truncated_returns must be one of {', '.join(TRUNCATED_RETURNS)}, got {truncated_returns!r}.")
         if optimize_memory_usage:
             raise ValueError(
                 "OfflineOnlineReplayBuffer does not support optimize_memory_usage=True: it stores next observations "
@@ -117,6 +128,9 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
         self.gamma = gamma
         self.reward_scale = reward_scale
         self.reward_bias = reward_bias
+        self.truncated_returns = truncated_returns
+        # the lowest transformed offline reward, the floor of "reward_floor" returns (None: no offline data attached)
+        self.offline_reward_floor: float | None = None
         self.score_batch_size = score_batch_size
         self.score_function: ScoreFunction | None = None
         self._pending_scores: list[int] = []  # flat online positions (row * n_envs + env) not scored yet
@@ -164,7 +178,12 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
         self.offline_actions = data.actions
         self.offline_rewards = data.rewards
         self.offline_dones = data.terminations.astype(np.float32)
-        if np.isclose(data.gamma, self.gamma) and self.reward_scale == 1.0 and self.reward_bias == 0.0:
+        if self.truncated_returns == "reward_floor":
+            self.offline_reward_floor = data.min_reward(self.reward_scale, self.reward_bias)
+            self.offline_mc_returns = data.discounted_returns(
+                self.gamma, self.reward_scale, self.reward_bias, reward_floor=self.offline_reward_floor
+            )
+        elif np.isclose(data.gamma, self.gamma) and self.reward_scale == 1.0 and self.reward_bias == 0.0:
             self.offline_mc_returns = data.mc_returns
         else:
             self.offline_mc_returns = data.discounted_returns(self.gamma, self.reward_scale, self.reward_bias)
@@ -251,16 +270,24 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
             if len(self._pending_scores) >= self.score_batch_size:
                 self.flush_scores()
         for env_index in np.flatnonzero(np.asarray(done).reshape(-1)):
-            self._finish_episode(int(env_index), position)
+            truncated = bool(infos[env_index].get("TimeLimit.truncated", False))  # SB3's VecEnv key: cut, not terminal
+            self._finish_episode(int(env_index), position, truncated)
 
-    def _finish_episode(self, env_index: int, last_position: int) -> None:
-        """Write the discounted return-to-go of the episode of ``env_index`` that ended at ``last_position``."""
+    def _finish_episode(self, env_index: int, last_position: int, truncated: bool = False) -> None:
+        """Write the discounted return-to-go of the episode of ``env_index`` that ended (or was cut) at ``last_position``."""
         length = int(min(self.episode_lengths[env_index], self.buffer_size))
         self.episode_lengths[env_index] = 0
         rows = (last_position - np.arange(length)) % self.buffer_size  # newest first
         rewards = self.rewards[rows, env_index].astype(np.float64) * self.reward_scale + self.reward_bias
         returns = np.empty(length, dtype=np.float64)
-        running = 0.0
+        running = 0.0  # the value after the episode's end: 0 after a terminal state, and with "partial" returns
+        if truncated and self.truncated_returns == "reward_floor" and length:
+            floor = (
+                float(rewards.min())
+                if self.offline_reward_floor is None
+                else min(float(rewards.min()), self.offline_reward_floor)
+            )
+            running = floor / (1.0 - self.gamma)
         for step, reward in enumerate(rewards.tolist()):  # one pass per finished episode, not per update
             running = reward + self.gamma * running
             returns[step] = running

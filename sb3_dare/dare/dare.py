@@ -10,6 +10,7 @@ and online-like samples, whose constraint is released.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import warnings
 from typing import Any, ClassVar, TypeVar
@@ -62,6 +63,7 @@ class DAREMixin(O2OAlgorithm):
         score_mode: str,
         n_reference_samples: int,
         score_reduction: str,
+        score_sigma: float,
     ) -> None:
         self._behavior_object: BehaviorModel | None = None
         if isinstance(behavior_model, BehaviorModel):
@@ -96,6 +98,7 @@ class DAREMixin(O2OAlgorithm):
         self.score_mode = score_mode
         self.n_reference_samples = n_reference_samples
         self.score_reduction = score_reduction
+        self.score_sigma = score_sigma
         # where the cached scores come from (saved with the model)
         self.score_provenance: dict[str, Any] = {}
         self._exchange_metrics: dict[str, th.Tensor] = {}
@@ -108,6 +111,8 @@ class DAREMixin(O2OAlgorithm):
             raise ValueError(f"Unknown score_mode {self.score_mode!r}; choose one of {SCORE_MODES}.")
         if self.score_reduction not in SCORE_REDUCTIONS:
             raise ValueError(f"Unknown score_reduction {self.score_reduction!r}; choose one of {SCORE_REDUCTIONS}.")
+        if not (self.score_sigma > 0 and math.isfinite(self.score_sigma)):
+            raise ValueError(f"score_sigma must be a finite number > 0, got {self.score_sigma}.")
         if not self.guidance_scale >= 0:
             raise ValueError(f"guidance_scale must be >= 0 (0 = plain behaviour sampling), got {self.guidance_scale}.")
         if not 0.0 < self.exchange_quantile < 1.0:
@@ -250,6 +255,7 @@ class DAREMixin(O2OAlgorithm):
             "guidance_scale": self.effective_guidance_scale,
             "n_reference_samples": self.n_reference_samples,
             "score_reduction": self.score_reduction,
+            "score_sigma": self.score_sigma,
             "offline_updates_when_fitted": self.offline_updates,
         }
         self._attach_score_function()
@@ -283,6 +289,7 @@ class DAREMixin(O2OAlgorithm):
             actions,
             n_reference_samples=self.n_reference_samples,
             reduction=self.score_reduction,
+            sigma=self.score_sigma,
             generator=self._score_generator,
         )
 
@@ -421,6 +428,8 @@ class DARE_IQL(DAREMixin, IQL):
     :param score_mode: ``"cached"`` (scores computed once, when transitions enter the buffer) or ``"per_batch"``
     :param n_reference_samples: reference actions per transition
     :param score_reduction: ``"mean"`` or ``"likelihood"`` over several reference actions
+    :param score_sigma: sigma of the score ``||a_ref - a||^2 / (2 sigma^2)`` (1; it only rescales the scores, and the
+        exchange is invariant to it, except with ``score_reduction="likelihood"`` and several reference actions)
     :param online_ent_coef: the fixed entropy coefficient alpha of the online-like objective
     :param kwargs: IQL's arguments (``dataset``, ``offline_steps``, ``learning_rate``, ``expectile``, ...)
     """
@@ -448,6 +457,7 @@ class DARE_IQL(DAREMixin, IQL):
         score_mode: str = "cached",
         n_reference_samples: int = 1,
         score_reduction: str = "mean",
+        score_sigma: float = 1.0,
         online_ent_coef: float = 0.01,
         **kwargs: Any,
     ):
@@ -455,7 +465,7 @@ class DARE_IQL(DAREMixin, IQL):
         self._set_dare_options(
             behavior_model, behavior_steps, energy_steps, behavior_batch_size, behavior_kwargs, guidance_scale,
             energy_beta, n_support_actions, max_support_states, exchange, exchange_quantile, sigma_floor, score_ema,
-            exchange_warmup, score_mode, n_reference_samples, score_reduction,
+            exchange_warmup, score_mode, n_reference_samples, score_reduction, score_sigma,
         )  # fmt: skip
         super().__init__(policy, env, **kwargs)
 
@@ -519,6 +529,8 @@ class DARE_CalQL(DAREMixin, CalQL):
     :param score_mode: ``"cached"`` or ``"per_batch"``
     :param n_reference_samples: reference actions per transition
     :param score_reduction: ``"mean"`` or ``"likelihood"``
+    :param score_sigma: sigma of the score ``||a_ref - a||^2 / (2 sigma^2)`` (1; it only rescales the scores, and the
+        exchange is invariant to it, except with ``score_reduction="likelihood"`` and several reference actions)
     :param kwargs: CalQL's arguments (``dataset``, ``offline_steps``, ``cql_alpha``, ...)
     """
 
@@ -545,11 +557,12 @@ class DARE_CalQL(DAREMixin, CalQL):
         score_mode: str = "cached",
         n_reference_samples: int = 1,
         score_reduction: str = "mean",
+        score_sigma: float = 1.0,
         **kwargs: Any,
     ):
         self._set_dare_options(
             behavior_model, behavior_steps, energy_steps, behavior_batch_size, behavior_kwargs, guidance_scale,
             energy_beta, n_support_actions, max_support_states, exchange, exchange_quantile, sigma_floor, score_ema,
-            exchange_warmup, score_mode, n_reference_samples, score_reduction,
+            exchange_warmup, score_mode, n_reference_samples, score_reduction, score_sigma,
         )  # fmt: skip
         super().__init__(policy, env, **kwargs)

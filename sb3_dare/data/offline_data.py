@@ -115,17 +115,40 @@ class OfflineData:
         )
         return float(scores) if np.ndim(scores) == 0 else scores
 
-    def discounted_returns(self, gamma: float, reward_scale: float = 1.0, reward_bias: float = 0.0) -> np.ndarray:
+    def discounted_returns(
+        self, gamma: float, reward_scale: float = 1.0, reward_bias: float = 0.0, reward_floor: float | None = None
+    ) -> np.ndarray:
         """
         Discounted return-to-go of every transition within its episode, for transformed rewards.
 
         :param gamma: discount factor
         :param reward_scale: rewards are transformed as ``reward * reward_scale + reward_bias`` first
         :param reward_bias: see ``reward_scale``
+        :param reward_floor: None: an episode cut short (by a time limit, or by the end of the data) ends where it
+            was cut. A (transformed) reward: it is assumed to continue with this reward at every step, so its returns
+            get ``gamma^k * reward_floor / (1 - gamma)`` added (``k`` steps from the transition to the cut), a lower
+            bound of the true return whenever no later reward is below the floor. Episodes that end in a terminal
+            state are exact either way.
         :return: (N,) float32 returns-to-go
         """
         rewards = self.rewards.astype(np.float64) * reward_scale + reward_bias
+        if reward_floor is not None:
+            last = np.append(self.episode_starts[1:], len(self)) - 1
+            cut = last[~self.terminations[last]]
+            # the continuation after the cut enters as one more discounted step of the last transition
+            rewards[cut] += gamma * reward_floor / (1.0 - gamma)
         return discounted_returns_to_go(rewards, self.episode_starts, gamma)
+
+    def min_reward(self, reward_scale: float = 1.0, reward_bias: float = 0.0) -> float:
+        """
+        The lowest transformed reward of the data (the default floor of Cal-QL's ``truncated_returns="reward_floor"``).
+
+        :param reward_scale: rewards are transformed as ``reward * reward_scale + reward_bias``
+        :param reward_bias: see ``reward_scale``
+        """
+        if len(self) == 0:
+            return 0.0
+        return float((self.rewards.astype(np.float64) * reward_scale + reward_bias).min())
 
     def observation_statistics(self, epsilon: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
         """
