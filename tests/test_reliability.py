@@ -832,3 +832,89 @@ def test_run_time_refusals(pendulum_balance_dataset, tmp_path):
     dare = make_model(DARE_IQL, pendulum_balance_dataset, offline_steps=0)
     with pytest.raises(ValueError, match="behaviour model is not fitted yet: it is fitted when the offline phase ends"):
         dare.score_transitions(np.zeros((2, 4), np.float32), np.zeros((2, 1), np.float32))
+
+
+# ---------------------------------------------------------------------- the env beyond its id
+
+
+def test_offline_evaluations_keep_the_time_limit_and_wrappers(tmp_path):
+    """The default offline evaluation env is made from the training env's spec: Pendulum never terminates, so an eval
+    env without its time limit would never end an episode (Gymnasium's unwrapped spec has max_episode_steps=None)."""
+    from sb3_dare.quickstart import EMBEDDED_DATASET
+
+    env = gym.wrappers.ClipReward(gym.make("Pendulum-v1", g=5.0, max_episode_steps=30), min_reward=-1.0)
+    model = IQL(
+        "MlpPolicy",
+        env,
+        dataset=EMBEDDED_DATASET,
+        **{**TINY, "offline_steps": 4, "offline_eval_freq": 2},
+        offline_eval_episodes=1,
+    )
+    model.learn(0)
+    eval_env = model._offline_eval_env
+    assert eval_env.spec.max_episode_steps == 30 and eval_env.spec.kwargs["g"] == 5.0
+    assert [wrapper.name for wrapper in eval_env.spec.additional_wrappers] == ["ClipReward", "Monitor"]
+    assert eval_env.get_episode_lengths() == [30, 30]  # two evaluations of one 30-step episode each
+
+
+def test_online_fps_counts_the_online_phase_only():
+    """SB3's time/fps divides env steps by the time since start_time: it restarts when the online phase does."""
+
+    class Times(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.offline_end = self.online_start_time = None
+
+        def on_offline_step(self) -> bool:
+            self.offline_end = time.time_ns()
+            return True
+
+        def _on_step(self) -> bool:
+            if self.online_start_time is None:
+                self.online_start_time = self.model.start_time
+            return True
+
+    times = Times()
+    model = IQL("MlpPolicy", "Pendulum-v1", dataset=_embedded(), **{**TINY, "offline_steps": 30})
+    model.learn(5, callback=times)
+    assert times.online_start_time >= times.offline_end
+
+
+def test_checkpoint_resumes_on_the_env_it_was_trained_on(tmp_path):
+    """The manifest records the env's whole spec (arguments, time limit, wrappers), not just its id."""
+    env = gym.make("Pendulum-v1", g=5.0, max_episode_steps=50)
+    model = IQL("MlpPolicy", env, dataset=_embedded(), **{**TINY, "offline_steps": 10})
+    model.learn(20, callback=O2OCheckpointCallback(save_freq=10, save_path=tmp_path / "ck"))
+    loaded = load_checkpoint(tmp_path / "ck")
+    spec = loaded.env.get_attr("spec", indices=[0])[0]
+    assert spec.id == "Pendulum-v1" and spec.kwargs["g"] == 5.0 and spec.max_episode_steps == 50
+    # a wrapper that records no constructor arguments cannot be re-created: the error says to pass the env
+    unrecorded = gym.Wrapper(gym.make("Pendulum-v1"))
+    other = IQL("MlpPolicy", unrecorded, dataset=_embedded(), **{**TINY, "offline_steps": 10})
+    other.learn(10, callback=O2OCheckpointCallback(save_freq=10, save_path=tmp_path / "ck2"))
+    manifest = read_manifest(tmp_path / "ck2")
+    assert manifest["env_spec"] is None and "record no constructor arguments" in manifest["env_spec_problem"]
+    with pytest.raises(
+        ValueError, match=r"cannot re-create its env 'Pendulum-v1' .*pass the env it was trained on, env=\.\.\."
+    ):
+        load_checkpoint(tmp_path / "ck2")
+    assert load_checkpoint(tmp_path / "ck2", env=gym.Wrapper(gym.make("Pendulum-v1"))).num_timesteps == 10
+
+
+def test_load_applies_custom_object_spaces_before_checking_the_env(tmp_path):
+    """SB3's way to load with other bounds, custom_objects={"observation_space": ...}, is not refused."""
+    model = IQL("MlpPolicy", "Pendulum-v1", dataset=_embedded(), **{**TINY, "offline_steps": 0})
+    model.save(tmp_path / "iql")
+    wider = gym.wrappers.TransformObservation(
+        gym.make("Pendulum-v1"), lambda obs: obs, spaces.Box(-10.0, 10.0, (3,), dtype=np.float32)
+    )
+    with pytest.raises(ValueError, match="The env does not match"):
+        IQL.load(tmp_path / "iql", env=wider)
+    loaded = IQL.load(tmp_path / "iql", env=wider, custom_objects={"observation_space": wider.observation_space})
+    assert loaded.observation_space == wider.observation_space
+
+
+def _embedded() -> OfflineData:
+    from sb3_dare.quickstart import EMBEDDED_DATASET
+
+    return load_offline_data(EMBEDDED_DATASET)

@@ -28,9 +28,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import json_to_data
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
+
+from sb3_dare.common.env_spec import recreatable_spec
 
 if TYPE_CHECKING:
     from sb3_dare.common.o2o import O2OAlgorithm
@@ -265,7 +268,9 @@ def _deserialize(raw: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
         return {}
 
 
-def check_saved_model(path: str | os.PathLike | IO[bytes], algorithm: type, env: GymEnv | None) -> None:
+def check_saved_model(
+    path: str | os.PathLike | IO[bytes], algorithm: type, env: GymEnv | None, custom_objects: dict[str, Any] | None = None
+) -> None:
     """
     Check a model zip before SB3 loads it, raising an error that names the problem and the fix:
     FileNotFoundError for a missing file, ValueError for a corrupt or truncated zip, a zip without an
@@ -275,6 +280,8 @@ def check_saved_model(path: str | os.PathLike | IO[bytes], algorithm: type, env:
     :param path: the zip (a path, with or without ``.zip``, or an open binary file, read and rewound)
     :param algorithm: the class ``load`` was called on
     :param env: the env passed to ``load`` (None: not checked)
+    :param custom_objects: those passed to ``load``: an ``observation_space`` or ``action_space`` there replaces the
+        saved one before the comparison, as SB3 applies it (e.g. to load with wider observation bounds)
     """
     if isinstance(path, str | os.PathLike):
         resolved = _resolve_zip(path)
@@ -304,6 +311,7 @@ def check_saved_model(path: str | os.PathLike | IO[bytes], algorithm: type, env:
         )
     if env is not None:
         saved = _deserialize(raw, ("observation_space", "action_space"))
+        saved.update({key: value for key, value in (custom_objects or {}).items() if key in saved})
         for key, label in (("observation_space", "observation"), ("action_space", "action")):
             env_space = getattr(env, key)
             if key in saved and saved[key] != env_space:
@@ -321,13 +329,19 @@ def _manifest_path(save_path: str, name_prefix: str) -> str:
     return os.path.join(save_path, f"{name_prefix}{MANIFEST_SUFFIX}")
 
 
-def _env_id(model: O2OAlgorithm) -> str | None:
+def _env_record(model: O2OAlgorithm) -> dict[str, Any]:
+    """What the manifest records of the env: its id and, where it can re-create the env exactly, its whole spec."""
     if model.env is None or model.env.num_envs != 1:
-        return None
-    with contextlib.suppress(Exception):
-        spec = model.env.get_attr("spec", indices=[0])[0]
-        return None if spec is None else str(spec.id)
-    return None
+        return {"env_id": None, "env_spec": None, "env_spec_problem": "no single env to re-create"}
+    spec, problem = recreatable_spec(model.env)
+    env_id = None
+    with contextlib.suppress(Exception):  # the id, also of an env its spec cannot re-create
+        env_id = str(model.env.get_attr("spec", indices=[0])[0].id)
+    return {
+        "env_id": env_id,
+        "env_spec": spec.to_json() if spec is not None and problem is None else None,
+        "env_spec_problem": problem,
+    }
 
 
 class O2OCheckpointCallback(BaseCallback):
@@ -503,7 +517,7 @@ class O2OCheckpointCallback(BaseCallback):
             "algorithm": type(model).__name__,
             "algorithm_module": type(model).__module__,
             "saved_algorithm": model.saved_algorithm_name(),
-            "env_id": _env_id(model),
+            **_env_record(model),
             "n_envs": int(model.n_envs),
             **entry,
             "history": history,
@@ -619,7 +633,8 @@ def load_checkpoint(
     re-seeded from the model's seed and step count so that a resumed run is reproducible.
 
     :param path: the checkpoint folder, or its manifest ``<name_prefix>_latest.json``
-    :param env: the env to continue in; default: a new ``gym.make`` of the env id recorded in the manifest
+    :param env: the env to continue in; default: a new ``gym.make`` of the env spec recorded in the manifest (id,
+        arguments, time limit and wrappers; a ValueError names what to pass when the spec cannot re-create the env)
     :param device: torch device
     :param algorithm: the expected class (default: the class recorded in the manifest)
     :param sequence: load this older checkpoint instead of the latest (one of those kept, see ``keep_last``)
@@ -648,8 +663,18 @@ def load_checkpoint(
                 "The files of a checkpoint are written before its manifest and never changed afterwards, so they were "
                 "removed or modified by something else. Load an older checkpoint (sequence=...) if one is kept."
             )
-    if env is None and manifest.get("env_id") is not None and manifest.get("n_envs", 1) == 1:
-        env = gym.make(manifest["env_id"])
+    if env is None and manifest.get("n_envs", 1) == 1:
+        if manifest.get("env_spec") is not None:
+            # the id with its arguments, time limit and wrappers: the run continues on the env it was trained on
+            env = gym.make(EnvSpec.from_json(manifest["env_spec"]))
+        elif "env_spec" in manifest:
+            name = "" if manifest.get("env_id") is None else f" {manifest['env_id']!r}"
+            raise ValueError(
+                f"The checkpoint {manifest['path']!r} cannot re-create its env{name} ({manifest.get('env_spec_problem')}): "
+                "pass the env it was trained on, env=..."
+            )
+        elif manifest.get("env_id") is not None:  # a manifest written before env specs were recorded
+            env = gym.make(manifest["env_id"])
     model = algorithm.load(files["model"], env=env, device=device, **kwargs)
     if "replay_buffer" in files:
         from sb3_dare.common.buffers import OfflineOnlineReplayBuffer
@@ -687,7 +712,7 @@ def resume(
     Pass an :class:`O2OCheckpointCallback` on the same folder to keep checkpointing.
 
     :param path: the checkpoint folder, or its manifest
-    :param env: the env (default: made from the env id recorded in the manifest)
+    :param env: the env (default: made from the env spec recorded in the manifest, see :func:`load_checkpoint`)
     :param total_timesteps: the run's total env steps (default: the one of the interrupted ``learn()``)
     :param callback: callbacks of the continued ``learn()``
     :param device: torch device

@@ -35,6 +35,7 @@ from sb3_dare.common.checkpoint import (
     installed_version,
     sb3_save_path,
 )
+from sb3_dare.common.env_spec import recreatable_spec
 from sb3_dare.common.evaluation import evaluate_normalized
 from sb3_dare.common.logging import DivergenceError, MetricAccumulator
 from sb3_dare.common.policies import O2OPolicy
@@ -461,19 +462,23 @@ class O2OAlgorithm(OffPolicyAlgorithm):
     def _make_offline_eval_env(self) -> gym.Env | VecEnv | None:
         if self._offline_eval_env is not None:
             return self._offline_eval_env
+        reason = "the model has no env, and the dataset names none"
         if self.eval_env is not None:
             self._offline_eval_env = gym.make(self.eval_env) if isinstance(self.eval_env, str) else self.eval_env
         elif self.env is not None:
-            # the unwrapped env's spec: the Monitor wrapper in the training env's spec cannot be re-created
-            spec = self.env.get_attr("unwrapped", indices=[0])[0].spec
+            # the training env's own spec: its id, arguments, time limit and wrappers (SB3's Monitor is added below)
+            spec, problem = recreatable_spec(self.env)
             if spec is not None:
                 self._offline_eval_env = gym.make(spec)
+            reason = f"the training env cannot be re-created ({problem})"
         elif self._offline_data is not None and self._offline_data.env_id is not None:
             self._offline_eval_env = gym.make(self._offline_data.env_id)
         if isinstance(self._offline_eval_env, gym.Env) and not isinstance(self._offline_eval_env, Monitor):
             self._offline_eval_env = Monitor(self._offline_eval_env)
         if self._offline_eval_env is None:
-            warnings.warn("No env to evaluate the offline phase with: pass eval_env=... (offline evaluations are skipped).")
+            warnings.warn(
+                f"No env to evaluate the offline phase with ({reason}): pass eval_env=... (offline evaluations are skipped)."
+            )
             self.offline_eval_freq = 0
         return self._offline_eval_env
 
@@ -532,6 +537,10 @@ class O2OAlgorithm(OffPolicyAlgorithm):
             callback.on_training_end()
             return self
         self._finish_offline_phase()
+        if offline_remaining > 0:
+            # SB3's time/fps and time/time_elapsed count from start_time: from here they describe the online phase, not
+            # the offline updates before it (those have offline/updates_per_second)
+            self.start_time = time.time_ns()
 
         assert self.env is not None
         while self.num_timesteps < total_timesteps:
@@ -630,7 +639,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         """
         if isinstance(env, str):
             env = gym.make(env)
-        check_saved_model(path, cls, env)  # type: ignore[arg-type]
+        check_saved_model(path, cls, env, custom_objects)  # type: ignore[arg-type]
         if env is not None:
             _refuse_vec_normalize(env)
         return super().load(
