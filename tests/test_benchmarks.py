@@ -286,3 +286,23 @@ def test_ablation_rows_on_the_committed_results(tmp_path):
     for reference in ("DARE_IQL (the paper's rule)", "IQL"):
         verdict = rf"- DARE_IQL \[exchange-random\] (beats|does not beat|is worse than) {re.escape(reference)} on final score"
         assert re.search(verdict, text), reference
+
+
+def test_p_values_and_holm_adjustment():
+    differences = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    from scipy import stats
+
+    assert report.paired_p_value(differences) == pytest.approx(stats.ttest_1samp(differences, 0.0).pvalue)
+    table = np.array([[1.0, 3.0], [2.0, 6.0], [0.0, 2.0]])  # over tasks: the seeds' means are the replicates
+    assert report.paired_p_value(table) == pytest.approx(stats.ttest_1samp(table.mean(axis=1), 0.0).pvalue)
+    assert np.isnan(report.paired_p_value(np.array([5.0])))
+    # Holm by hand: sorted 0.01, 0.02, 0.04 (NaN outside the family) -> 3 x 0.01, max(0.03, 2 x 0.02), max(0.04, 0.04)
+    adjusted = report.holm_adjusted([0.04, float("nan"), 0.01, 0.02])
+    assert adjusted[0] == pytest.approx(0.04) and np.isnan(adjusted[1])
+    assert adjusted[2:] == pytest.approx([0.03, 0.04])
+    assert report.holm_adjusted([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    lines, kept = report.adjust_and_render(
+        ["a header", report.Comparison("X beats Y on final score", 0.001, "- "), report.Comparison("Z", 0.06)]
+    )
+    assert lines[0] == "a header" and [c.text for c in kept["all"]] == ["X beats Y on final score"]
+    assert lines[1] == "- X beats Y on final score; p = 0.001, Holm-adjusted 0.002 over the tier's 2 comparisons."
