@@ -355,9 +355,9 @@ class ZooAlgorithm(O2OAlgorithm):
 
     def offline_cache_key(self) -> tuple[str, dict[str, Any]]:
         """
-        The key of this model's offline checkpoint: a hash of the algorithm, the env id, the package version and every
+        The key of this model's offline checkpoint: a hash of the algorithm, the env id, the package version, every
         constructor argument except those in :data:`ONLINE_ONLY_ARGUMENTS` (the dataset and the offline
-        hyperparameters among them).
+        hyperparameters among them) and a fingerprint of the offline data's content.
 
         :return: the key and what it was computed from
         """
@@ -369,6 +369,10 @@ class ZooAlgorithm(O2OAlgorithm):
             "sb3_dare": __version__,
             "env": _env_id(self.env),
             "arguments": _canonical(arguments),
+            # the data itself: one id can name other data (another MINARI_DATASETS_PATH, a dataset rebuilt with --overwrite)
+            "data": None
+            if self.dataset is None and self._dataset_object is None
+            else self._load_offline_data(self.env).fingerprint(),
         }
         digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:20]
         return f"{self.zoo_name}_{digest}", material

@@ -154,6 +154,7 @@ def test_empty_buffer_sample_error():
 
 def test_save_load_keeps_online_part_and_reattaches_offline(tmp_path, monkeypatch):
     data = make_offline()
+    data.reference = "test/unit/medium-v0"  # as if loaded from that Minari id (arrays have no reference)
     buffer = make_buffer(n_envs=2)
     buffer.attach_offline_data(data)
     buffer.set_score_function(lambda obs, actions: obs.sum(axis=1))
@@ -161,7 +162,7 @@ def test_save_load_keeps_online_part_and_reattaches_offline(tmp_path, monkeypatc
     buffer.flush_scores()
     save_to_pkl(tmp_path / "buffer.pkl", buffer)
     loaded = load_from_pkl(tmp_path / "buffer.pkl")
-    assert loaded.n_offline == 0 and loaded.offline_source == "unit-test" and loaded.score_function is None
+    assert loaded.n_offline == 0 and loaded.offline_source == "test/unit/medium-v0" and loaded.score_function is None
     for name in ("observations", "next_observations", "actions", "rewards", "online_mc_returns", "online_scores"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(buffer, name))
     np.testing.assert_array_equal(loaded.offline_scores, buffer.offline_scores)  # expensive: kept
@@ -171,6 +172,12 @@ def test_save_load_keeps_online_part_and_reattaches_offline(tmp_path, monkeypatc
     monkeypatch.setattr(sb3_dare.data, "load_offline_data", lambda source, **kwargs: data)
     loaded.reattach_offline_data()
     assert loaded.n_offline == len(data)
+    # arrays alone cannot be found again: re-attaching them needs the data itself
+    arrays_only = make_buffer()
+    arrays_only.attach_offline_data(make_offline())
+    assert arrays_only.offline_source is None
+    with pytest.raises(ValueError, match="no offline data reference; pass the OfflineData"):
+        arrays_only.reattach_offline_data()
     np.testing.assert_array_equal(loaded.offline_scores, buffer.offline_scores)
     assert loaded.sample(16).observations.shape == (16, 3)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import gymnasium as gym
@@ -179,6 +180,56 @@ def test_folder_that_is_not_a_dataset(tmp_path):
         load_offline_data(tmp_path)
 
 
+def test_missing_folder_and_braces_in_names(tmp_path, minari_root):
+    with pytest.raises(FileNotFoundError, match=r"Dataset folder .*nonexistent.* does not exist"):
+        load_offline_data(str(tmp_path / "nonexistent"))
+    with pytest.raises(FileNotFoundError, match=r"runs/\{seed\}/data-v0.*was not found"):  # no str.format KeyError
+        load_offline_data("runs/{seed}/data-v0", download=False)
+
+
+def test_data_of_another_env_warns(make_minari_dataset, recwarn):
+    """Same spaces are not the same env: Pendulum data used with a Pendulum of another id is named in a warning."""
+    dataset_id = make_minari_dataset()  # recorded in Pendulum-v1
+    gym.register("PendulumOther-v0", entry_point="gymnasium.envs.classic_control.pendulum:PendulumEnv", max_episode_steps=200)
+    try:
+        with pytest.warns(UserWarning, match=r"recorded in Pendulum-v1, but the env is PendulumOther-v0"):
+            data = load_offline_data(dataset_id, env="PendulumOther-v0")
+        with pytest.warns(UserWarning, match=r"recorded in Pendulum-v1, but the env is PendulumOther-v0"):
+            load_offline_data(data, env=gym.make("PendulumOther-v0"))
+    finally:
+        gym.registry.pop("PendulumOther-v0")
+    recwarn.clear()
+    load_offline_data(dataset_id, env=gym.make("Pendulum-v1"))
+    assert not [w for w in recwarn if "recorded in" in str(w.message)]
+
+
+def test_references_survive_a_change_of_directory(make_minari_dataset, minari_root, tmp_path, monkeypatch):
+    """A folder is saved as an absolute path; arrays have no reference (a loaded model asks for them again)."""
+    from sb3_dare import IQL
+
+    dataset_id = make_minari_dataset()
+    monkeypatch.chdir(minari_root)
+    relative = os.path.join(*dataset_id.split("/"))
+    data = load_offline_data(relative)
+    assert data.reference == os.path.join(str(minari_root), relative) and os.path.isabs(data.reference)
+    model = IQL("MlpPolicy", "Pendulum-v1", dataset=relative, offline_steps=0, batch_size=8)
+    assert model.dataset == data.reference
+    arrays = OfflineData.from_arrays(
+        data.observations, data.actions, data.rewards, data.next_observations, data.terminations, source="my_arrays"
+    )
+    assert arrays.reference is None
+    assert IQL("MlpPolicy", "Pendulum-v1", dataset=arrays, offline_steps=0, batch_size=8).dataset is None
+
+
+def test_flags_of_one_env_column_are_accepted_and_others_refused():
+    observations = np.zeros((4, 2))
+    flags = np.array([[0], [1], [0], [1]])  # SB3's dones[:n] of one env
+    data = OfflineData.from_arrays(observations, np.zeros((4, 1)), np.ones(4), observations, flags, truncations=flags * 0)
+    np.testing.assert_array_equal(data.terminations, [False, True, False, True])
+    with pytest.raises(ValueError, match=r"terminations must hold one flag per transition.*got shape \(4, 2\)"):
+        OfflineData.from_arrays(observations, np.zeros((4, 1)), np.ones(4), observations, np.zeros((4, 2)))
+
+
 def test_space_mismatch_shows_both(make_minari_dataset):
     dataset_id = make_minari_dataset()
     with pytest.raises(ValueError, match=r"Observation space mismatch(.|\n)*dataset: Box(.|\n)*env: ") as info:
@@ -277,6 +328,50 @@ def test_dict_observations_need_flatten(minari_root, capsys):
 
     assert data_cli(["info", "test/maze/dict-v0"]) == 0
     assert "transitions" in capsys.readouterr().out
+
+
+def test_dict_observations_follow_the_env_key_order(minari_root):
+    """Minari reads a Dict space back with sorted keys; the env's FlattenObservation uses the env's own order."""
+    import collections
+
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    env_space = spaces.Dict(
+        collections.OrderedDict(b=spaces.Box(-10, 10, (2,), np.float64), a=spaces.Box(-10, 10, (3,), np.float64))
+    )
+    box_actions = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    class DictEnv(gym.Env):
+        observation_space, action_space = env_space, box_actions
+
+        def reset(self, seed=None, options=None):
+            return {"b": np.array([1.0, 2.0]), "a": np.array([3.0, 4.0, 5.0])}, {}
+
+        def step(self, action):
+            return self.reset()[0], 0.0, False, False, {}
+
+    observations = {"b": np.tile([[1.0, 2.0]], (5, 1)), "a": np.tile([[3.0, 4.0, 5.0]], (5, 1))}
+    buffer = EpisodeBuffer(
+        id=0,
+        observations=observations,
+        actions=np.zeros((4, 2), np.float32),
+        rewards=np.ones(4),
+        terminations=np.array([0, 0, 0, 1], bool),
+        truncations=np.zeros(4, bool),
+    )
+    minari.create_dataset_from_buffers(
+        "test/order/dict-v0", buffer=[buffer], env=None, observation_space=env_space, action_space=box_actions,
+        algorithm_name="x", author="t", author_email="t@x.org", code_permalink="https://example.com", description="d",
+    )  # fmt: skip
+    env = gym.wrappers.FlattenObservation(DictEnv())
+    data = load_offline_data("test/order/dict-v0", env=env, flatten_observations=True)
+    np.testing.assert_allclose(data.observations[0], env.reset()[0])  # [1, 2, 3, 4, 5], as the env flattens it
+    # flattened without the env (sorted keys: a, b), the data would be permuted for this env: refused with the fix
+    unordered = load_offline_data("test/order/dict-v0", flatten_observations=True)
+    np.testing.assert_allclose(unordered.observations[0], [3.0, 4.0, 5.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match=r"key order \['a', 'b'\].*order \['b', 'a'\].*env=env, flatten_observations"):
+        load_offline_data(unordered, env=env)
 
 
 def test_build_command_hint_names_a_quality_the_builder_has():

@@ -346,14 +346,22 @@ def make_zoo_iql(dataset: str, **kwargs):
     return iql_class(**arguments)
 
 
-def test_offline_cache_key_ignores_online_arguments_only(tmp_path):
-    base = make_zoo_iql("some/dataset-v0")
+def test_offline_cache_key_ignores_online_arguments_only(pendulum_balance_dataset, make_minari_dataset):
+    import minari
+
+    dataset = pendulum_balance_dataset
+    base = make_zoo_iql(dataset)
     key = base.offline_cache_key()[0]
-    assert make_zoo_iql("some/dataset-v0", offline_ratio=0.2, online_learning_rate=1e-4, seed=3).offline_cache_key()[0] == key
-    assert make_zoo_iql("some/dataset-v0", expectile=0.8).offline_cache_key()[0] != key
-    assert make_zoo_iql("other/dataset-v0").offline_cache_key()[0] != key
-    assert make_zoo_iql("some/dataset-v0", offline_steps=31).offline_cache_key()[0] != key
-    assert make_zoo_iql("some/dataset-v0", policy_kwargs=dict(net_arch=[8, 8])).offline_cache_key()[0] != key
+    assert make_zoo_iql(dataset, offline_ratio=0.2, online_learning_rate=1e-4, seed=3).offline_cache_key()[0] == key
+    assert make_zoo_iql(dataset, expectile=0.8).offline_cache_key()[0] != key
+    assert make_zoo_iql(dataset, offline_steps=31).offline_cache_key()[0] != key
+    assert make_zoo_iql(dataset, policy_kwargs=dict(net_arch=[8, 8])).offline_cache_key()[0] != key
+    other = make_minari_dataset(dataset_id="test/other/medium-v0", env_id=ENV_ID, n_episodes=2, max_steps=40)
+    assert make_zoo_iql(other).offline_cache_key()[0] != key
+    # the same id with other data (a rebuilt dataset, another MINARI_DATASETS_PATH) is another offline phase
+    minari.delete_dataset(dataset)
+    make_minari_dataset(dataset_id=dataset, env_id=ENV_ID, n_episodes=2, max_steps=40)
+    assert make_zoo_iql(dataset).offline_cache_key()[0] != key
 
 
 def test_online_learning_rates_start_after_the_offline_phase(pendulum_balance_dataset):

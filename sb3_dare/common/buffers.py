@@ -172,7 +172,7 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
             self.offline_scores if self.offline_scores is not None and len(self.offline_scores) == len(data) else None
         )
         self.offline_data = data
-        self.offline_source = data.source
+        self.offline_source = data.reference  # None for arrays: re-attaching then needs the data itself
         self.offline_observations = data.observations
         self.offline_next_observations = data.next_observations
         self.offline_actions = data.actions

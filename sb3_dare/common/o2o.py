@@ -256,14 +256,17 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         if self.dataset is None or isinstance(self.dataset, str | os.PathLike):
             if isinstance(self.dataset, os.PathLike):
                 self.dataset = os.fspath(self.dataset)
+            if isinstance(self.dataset, str) and os.path.isdir(self.dataset):
+                self.dataset = os.path.abspath(self.dataset)  # found again after a change of working directory
             return
         self._dataset_object = self.dataset
         self._offline_data = None
-        source = getattr(self.dataset, "source", None)
-        if source is None and not isinstance(self.dataset, OfflineData):
+        if isinstance(self.dataset, OfflineData):
+            # arrays and replay buffers have no reference: a loaded model asks for the data again, it never looks up a label
+            self.dataset = self.dataset.reference
+        else:
             spec = getattr(self.dataset, "spec", None)
-            source = getattr(spec, "dataset_id", None)
-        self.dataset = source
+            self.dataset = getattr(spec, "dataset_id", None)
 
     def _setup_model(self) -> None:
         self._split_dataset_reference()

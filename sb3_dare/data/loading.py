@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
 DatasetLike = str | os.PathLike | OfflineData | Any  # Any: minari.MinariDataset (imported lazily)
+FLATTENED_KEYS = "sb3_dare_flattened_keys"  # metadata of data flattened from Dict observations: the key order used
 
 
 def build_command_hint(dataset_id: str | None = None, env_id: str | None = None) -> str:
@@ -58,20 +60,26 @@ def load_offline_data(
         if env is not None:
             observation_space, action_space = _env_spaces(env)
             _check_spaces(dataset.source, dataset.observation_space, dataset.action_space, observation_space, action_space)
+            _check_env_id(dataset.source, dataset.env_id, env)
+            _check_key_order(dataset, env)
         if not np.isclose(dataset.gamma, gamma):
             dataset.mc_returns = dataset.discounted_returns(gamma)
             dataset.gamma = float(gamma)
         return dataset
 
     minari_dataset = _open_minari_dataset(dataset, download=download)
-    return _from_minari(
+    data = _from_minari(
         minari_dataset, env, gamma=gamma, flatten_observations=flatten_observations, source=_source_name(dataset)
     )
+    data.reference = data.source  # an id or a folder: it can be loaded again
+    return data
 
 
 def _source_name(dataset: Any) -> str:
     if isinstance(dataset, str | os.PathLike):
-        return os.fspath(dataset)
+        path = os.fspath(dataset)
+        # a folder is kept as an absolute path: a model saved with it finds it again from another working directory
+        return os.path.abspath(path) if os.path.isdir(path) else path
     spec = getattr(dataset, "spec", None)
     return str(getattr(spec, "dataset_id", None) or getattr(dataset, "id", "minari_dataset"))
 
@@ -95,27 +103,31 @@ def _open_minari_dataset(dataset: Any, *, download: bool) -> minari.MinariDatase
             )
         return minari.MinariDataset(data_path)
 
+    if os.path.isabs(path) or path.startswith((".", "~")):
+        # a path, not an id: trying it as a Minari id would only produce a download error about a malformed id
+        raise FileNotFoundError(
+            f"Dataset folder {path!r} does not exist. Pass an existing Minari dataset folder, or a Minari dataset id "
+            f"(like 'sb3_dare/hopper-v5/medium-v0'); build one with `{build_command_hint()}`."
+        )
     try:
         return minari.load_dataset(path, download=False)
     except FileNotFoundError:
         pass
     local_root = os.environ.get("MINARI_DATASETS_PATH", os.path.join("~", ".minari", "datasets"))
-    hint = (
-        f"Dataset {path!r} was not found under {local_root} (MINARI_DATASETS_PATH)"
-        "{reason}. Build a dataset locally with "
-        f"`{build_command_hint(path)}`, point MINARI_DATASETS_PATH at a folder that holds it, "
-        "or pass a dataset folder path."
-    )
+
+    def not_found(reason: str) -> str:  # no str.format on the message: the id or the error may contain braces
+        return (
+            f"Dataset {path!r} was not found under {local_root} (MINARI_DATASETS_PATH){reason}. Build a dataset locally "
+            f"with `{build_command_hint(path)}`, point MINARI_DATASETS_PATH at a folder that holds it, or pass a dataset "
+            "folder path."
+        )
+
     if not download:
-        raise FileNotFoundError(hint.format(reason=" and download=False"))
+        raise FileNotFoundError(not_found(" and download=False"))
     try:
         return minari.load_dataset(path, download=True)
     except Exception as error:  # network errors come from several clients (httpx, huggingface_hub, OSError)
-        raise FileNotFoundError(
-            hint.format(
-                reason=f" and could not be downloaded ({type(error).__name__}: {error})".replace("{", "(").replace("}", ")")
-            )
-        ) from error
+        raise FileNotFoundError(not_found(f" and could not be downloaded ({type(error).__name__}: {error})")) from error
 
 
 def _env_spaces(env: gym.Env | VecEnv | str) -> tuple[spaces.Space, spaces.Space]:
@@ -150,6 +162,62 @@ def _check_spaces(
         )
 
 
+def _unwrapped_observation_space(env: gym.Env | VecEnv | str) -> spaces.Space | None:
+    """The observation space of the env under its wrappers (a Dict that FlattenObservation turns into a Box)."""
+    try:
+        if isinstance(env, str):
+            probe = gym.make(env)
+            try:
+                return probe.unwrapped.observation_space
+            finally:
+                probe.close()
+        if hasattr(env, "get_attr"):  # a VecEnv
+            return env.get_attr("unwrapped", indices=[0])[0].observation_space
+        return env.unwrapped.observation_space
+    except Exception:  # an env that hides its inner env: its own space is all there is to go by
+        return None
+
+
+def _check_key_order(data: OfflineData, env: gym.Env | VecEnv | str) -> None:
+    """Data flattened from Dict observations must have the env's key order (FlattenObservation's)."""
+    flattened = data.metadata.get(FLATTENED_KEYS)
+    raw_space = _unwrapped_observation_space(env)
+    if not isinstance(flattened, str) or not isinstance(raw_space, spaces.Dict):
+        return
+    if flattened.split(",") != list(raw_space.spaces):
+        raise ValueError(
+            f"Dataset {data.source!r} was flattened in the key order {flattened.split(',')}, but the env flattens its "
+            f"observations in the order {list(raw_space.spaces)}: the features would be permuted. Load it with "
+            "load_offline_data(dataset, env=env, flatten_observations=True)."
+        )
+
+
+def _env_id(env: gym.Env | VecEnv | str) -> str | None:
+    if isinstance(env, str):
+        return env
+    spec = getattr(env, "spec", None)
+    if spec is None and hasattr(env, "get_attr"):  # a VecEnv
+        try:
+            spec = env.get_attr("spec", indices=[0])[0]
+        except Exception:  # an env without the attribute: nothing to compare
+            spec = None
+    return None if spec is None else str(spec.id)
+
+
+def _check_env_id(source: str | None, data_env_id: str | None, env: gym.Env | VecEnv | str) -> None:
+    """Warn when the dataset was recorded in another env than the one it is used with (same spaces or not)."""
+    env_id = _env_id(env)
+    if data_env_id is None or env_id is None or data_env_id == env_id:
+        return
+    warnings.warn(
+        f"Dataset {source!r} was recorded in {data_env_id}, but the env is {env_id}: their dynamics or rewards can differ "
+        "even where the spaces match (Hopper-v4 and Hopper-v5 data are not interchangeable), and normalised scores use "
+        f"the dataset's reference returns. Use data of {env_id} (`{build_command_hint(None, env_id)}`) unless this is "
+        "intended.",
+        stacklevel=3,
+    )
+
+
 def _flat_observation_space(space: spaces.Space, flatten: bool, source: str) -> spaces.Box:
     if isinstance(space, spaces.Box):
         return space
@@ -157,8 +225,9 @@ def _flat_observation_space(space: spaces.Space, flatten: bool, source: str) -> 
         if not flatten:
             raise ValueError(
                 f"Dataset {source!r} has Dict observations ({list(space.spaces)}). Load it with "
-                "sb3_dare.data.load_offline_data(dataset, flatten_observations=True), which concatenates them into "
-                "one vector, and pass the result as dataset= (wrap the env with gymnasium.wrappers.FlattenObservation)."
+                "sb3_dare.data.load_offline_data(dataset, env=env, flatten_observations=True), which concatenates them "
+                "into one vector in the env's key order, and pass the result as dataset= (wrap the env with "
+                "gymnasium.wrappers.FlattenObservation)."
             )
         if not all(isinstance(sub, spaces.Box) for sub in space.spaces.values()):
             raise ValueError(
@@ -172,12 +241,11 @@ def _flat_observation_space(space: spaces.Space, flatten: bool, source: str) -> 
     )
 
 
-def _flatten_episode_observations(observations: Any, space: spaces.Space) -> np.ndarray:
+def _flatten_episode_observations(observations: Any, space: spaces.Space, keys: list[str] | None = None) -> np.ndarray:
     if isinstance(space, spaces.Dict):
-        # same order as gymnasium.spaces.flatten: the Dict's own key order
-        return np.concatenate(
-            [np.asarray(observations[key]).reshape(len(observations[key]), -1) for key in space.spaces], axis=1
-        )
+        # in the env's key order when given (what FlattenObservation uses), else the Dict's own (gymnasium.spaces.flatten)
+        order = list(space.spaces) if keys is None else keys
+        return np.concatenate([np.asarray(observations[key]).reshape(len(observations[key]), -1) for key in order], axis=1)
     observations = np.asarray(observations)
     return observations.reshape(len(observations), -1)
 
@@ -198,17 +266,31 @@ def _from_minari(
         )
     flat_observation_space = _flat_observation_space(data_observation_space, flatten_observations, source)
     action_space = data_action_space
+    key_order: list[str] | None = None
     if env is not None:
         env_observation_space, env_action_space = _env_spaces(env)
+        raw_space = _unwrapped_observation_space(env)
+        if flatten_observations and isinstance(data_observation_space, spaces.Dict) and isinstance(raw_space, spaces.Dict):
+            # Minari reads a Dict space back with sorted keys; the env's FlattenObservation keeps the env's own order
+            key_order = list(raw_space.spaces)
+            if sorted(key_order) != sorted(data_observation_space.spaces):
+                raise ValueError(
+                    f"Observation keys differ between dataset {source!r} ({sorted(data_observation_space.spaces)}) and the "
+                    f"env ({key_order}). Use the env the dataset was recorded in."
+                )
+            in_env_order = collections.OrderedDict((key, data_observation_space.spaces[key]) for key in key_order)
+            flat_observation_space = _flat_observation_space(spaces.Dict(in_env_order), True, source)
         if isinstance(env_observation_space, spaces.Dict) and flatten_observations:
             env_observation_space = spaces.flatten_space(env_observation_space)
         _check_spaces(source, flat_observation_space, data_action_space, env_observation_space, env_action_space)
+        env_spec = minari_dataset.spec.env_spec
+        _check_env_id(source, None if env_spec is None else env_spec.id, env)
         assert isinstance(env_action_space, spaces.Box)
         action_space = env_action_space
 
     observations, next_observations, actions, rewards, terminations, truncations, lengths = [], [], [], [], [], [], []
     for episode in minari_dataset.iterate_episodes():
-        episode_observations = _flatten_episode_observations(episode.observations, data_observation_space)
+        episode_observations = _flatten_episode_observations(episode.observations, data_observation_space, key_order)
         if len(episode.actions) == 0:
             continue
         observations.append(episode_observations[:-1])
@@ -241,6 +323,8 @@ def _from_minari(
         env_id=env_id,
     )
     data.metadata = {key: value for key, value in metadata.items() if isinstance(value, str | int | float | bool)}
+    if isinstance(data_observation_space, spaces.Dict):
+        data.metadata[FLATTENED_KEYS] = ",".join(key_order or list(data_observation_space.spaces))
     same_bounds = np.allclose(data_action_space.low, action_space.low) and np.allclose(
         data_action_space.high, action_space.high
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,8 +41,12 @@ class OfflineData:
     :param action_space: the environment's original action Box (its bounds were used for rescaling)
     :param ref_min_score: return of a random policy, for normalised scores (``None`` if the dataset has none)
     :param ref_max_score: return of an expert policy, for normalised scores (``None`` if the dataset has none)
-    :param source: where the data came from (a Minari id or a folder), used to re-attach it after loading a model
+    :param source: where the data came from (a Minari id, a folder, or a label given to arrays), for messages
     :param env_id: the Gymnasium id of the environment the data was recorded in, when known
+    :param metadata: the dataset's scalar metadata (Minari datasets)
+    :param reference: what :func:`sb3_dare.data.load_offline_data` can load the same data from again (a Minari id or an
+        absolute folder path), saved with a model trained on it; None for arrays and replay buffers, which a loaded
+        model must be given again (``load(path, dataset=data)``)
     """
 
     observations: np.ndarray
@@ -60,6 +65,7 @@ class OfflineData:
     source: str | None = None
     env_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    reference: str | None = None
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -150,6 +156,18 @@ class OfflineData:
             return 0.0
         return float((self.rewards.astype(np.float64) * reward_scale + reward_bias).min())
 
+    def fingerprint(self) -> str:
+        """
+        A short hash of the content (sizes, every reward, flag and action, every 97th observation, the reference
+        scores): two datasets with the same id but other data (another MINARI_DATASETS_PATH, a rebuilt dataset) differ.
+        """
+        digest = hashlib.sha256()
+        digest.update(np.array([len(self), self.observations.shape[1], self.actions.shape[1]], dtype=np.int64).tobytes())
+        for array in (self.rewards, self.terminations, self.truncations, self.actions, self.observations[::97]):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(repr((self.ref_min_score, self.ref_max_score, self.env_id)).encode())
+        return digest.hexdigest()[:16]
+
     def observation_statistics(self, epsilon: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
         """
         Mean and standard deviation of the observations, for state normalisation.
@@ -217,8 +235,10 @@ class OfflineData:
                 f"Dataset {source!r} is empty: it holds no transitions. Check the dataset id or the arrays passed."
             )
         rewards = np.asarray(rewards)
-        terminations = np.asarray(terminations)
-        truncations = np.zeros(n_transitions, dtype=bool) if truncations is None else np.asarray(truncations)
+        terminations = _flags(source, "terminations", terminations, n_transitions)
+        if truncations is None:
+            truncations = np.zeros(n_transitions, dtype=bool)
+        truncations = _flags(source, "truncations", truncations, n_transitions)
         for name, array in (
             ("actions", actions),
             ("rewards", rewards),
@@ -407,6 +427,19 @@ def infer_episode_starts(
     ends = terminations | truncations
     ends[:-1] |= np.any(next_observations[:-1] != observations[1:], axis=tuple(range(1, observations.ndim)))
     return np.concatenate([[0], np.flatnonzero(ends[:-1]) + 1]).astype(np.int64)
+
+
+def _flags(source: str | None, name: str, values: Any, n_transitions: int) -> np.ndarray:
+    """One flag per transition: (N,), or (N, 1) as SB3's buffers store ``dones`` for one env."""
+    array = np.asarray(values)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise ValueError(
+            f"Dataset {source!r}: {name} must hold one flag per transition, shape (N,) or (N, 1), got shape {array.shape} "
+            "(for an SB3 buffer with several envs, use OfflineData.from_replay_buffer)."
+        )
+    return array
 
 
 def discounted_returns_to_go(rewards: np.ndarray, episode_starts: np.ndarray, gamma: float) -> np.ndarray:
