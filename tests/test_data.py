@@ -461,3 +461,39 @@ def test_reward_floor_returns_of_cut_episodes():
     bounded = failed.discounted_returns(0.99, 10.0, -5.0, reward_floor=failed.min_reward(10.0, -5.0))
     np.testing.assert_allclose(bounded, np.full(n, -5.0 / 0.01), rtol=1e-5)
     assert failed.discounted_returns(0.99, 10.0, -5.0)[-1] == pytest.approx(-5.0)
+
+
+def test_multi_dimensional_box_observations_are_flattened(minari_root):
+    """A (2, 3) Box dataset loads as 6 features, row-major like FlattenObservation; the unflattened env is told so."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    observation_space = spaces.Box(-1, 1, (2, 3), np.float32)
+    observations = np.arange(4 * 6, dtype=np.float32).reshape(4, 2, 3) / 100
+    buffer = EpisodeBuffer(
+        id=0,
+        observations=observations,
+        actions=np.zeros((3, 1), np.float32),
+        rewards=np.ones(3),
+        terminations=np.array([0, 0, 1], bool),
+        truncations=np.zeros(3, bool),
+    )
+    minari.create_dataset_from_buffers(
+        "test/grid/box2d-v0", buffer=[buffer], env=None, observation_space=observation_space,
+        action_space=spaces.Box(-1, 1, (1,), np.float32), algorithm_name="x", author="t", author_email="t@x.org",
+        code_permalink="https://example.com", description="d",
+    )  # fmt: skip
+    data = load_offline_data("test/grid/box2d-v0")
+    assert data.observation_space.shape == (6,)
+    np.testing.assert_allclose(data.observations, observations[:-1].reshape(3, 6))
+
+    class GridEnv(gym.Env):
+        action_space = spaces.Box(-1, 1, (1,), np.float32)
+
+        def __init__(self):
+            self.observation_space = observation_space
+
+    with pytest.raises(ValueError, match=r"wrap the env with gymnasium\.wrappers\.FlattenObservation"):
+        load_offline_data("test/grid/box2d-v0", env=GridEnv())
+    flat_env = gym.wrappers.FlattenObservation(GridEnv())
+    assert load_offline_data("test/grid/box2d-v0", env=flat_env).observation_space.shape == (6,)

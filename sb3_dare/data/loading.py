@@ -151,9 +151,19 @@ def _check_spaces(
         raise ValueError(f"The env has action space {env_action_space}: sb3_dare supports continuous (Box) actions only.")
     env_obs_shape = getattr(env_observation_space, "shape", None)
     if isinstance(env_observation_space, spaces.Dict) or env_obs_shape != data_observation_space.shape:
+        flatten_hint = ""
+        if (
+            env_obs_shape is not None
+            and len(env_obs_shape) > 1
+            and (int(np.prod(env_obs_shape)),) == data_observation_space.shape
+        ):
+            flatten_hint = (
+                " The dataset's observations are flattened: wrap the env with gymnasium.wrappers.FlattenObservation."
+            )
         raise ValueError(
             f"Observation space mismatch between dataset {source!r} and the env:\n  dataset: {data_observation_space}\n"
             f"  env:     {env_observation_space}\nUse the env the dataset was recorded in (or a dataset built for this env)."
+            + flatten_hint
         )
     if env_action_space.shape != data_action_space.shape:
         raise ValueError(
@@ -220,7 +230,10 @@ def _check_env_id(source: str | None, data_env_id: str | None, env: gym.Env | Ve
 
 def _flat_observation_space(space: spaces.Space, flatten: bool, source: str) -> spaces.Box:
     if isinstance(space, spaces.Box):
-        return space
+        # row-major, as gymnasium's FlattenObservation flattens the env's observations
+        flat = space if len(space.shape) <= 1 else spaces.flatten_space(space)
+        assert isinstance(flat, spaces.Box)
+        return flat
     if isinstance(space, spaces.Dict):
         if not flatten:
             raise ValueError(
