@@ -899,6 +899,11 @@ def test_checkpoint_resumes_on_the_env_it_was_trained_on(tmp_path):
     ):
         load_checkpoint(tmp_path / "ck2")
     assert load_checkpoint(tmp_path / "ck2", env=gym.Wrapper(gym.make("Pendulum-v1"))).num_timesteps == 10
+    # an offline-only run (env=None) resumes without an env, as it ran
+    offline_only = IQL("MlpPolicy", None, dataset=_embedded(), **{**TINY, "offline_steps": 20})
+    offline_only.pretrain(n_steps=10, callback=O2OCheckpointCallback(save_freq=10, save_path=tmp_path / "ck3"))
+    resumed = load_checkpoint(tmp_path / "ck3", dataset=_embedded())
+    assert resumed.env is None and resumed.offline_updates == 10
 
 
 def test_load_applies_custom_object_spaces_before_checking_the_env(tmp_path):

@@ -331,8 +331,10 @@ def _manifest_path(save_path: str, name_prefix: str) -> str:
 
 def _env_record(model: O2OAlgorithm) -> dict[str, Any]:
     """What the manifest records of the env: its id and, where it can re-create the env exactly, its whole spec."""
-    if model.env is None or model.env.num_envs != 1:
-        return {"env_id": None, "env_spec": None, "env_spec_problem": "no single env to re-create"}
+    if model.env is None:  # an offline-only run: it resumes without an env, as it ran
+        return {"env_id": None, "env_spec": None, "env_spec_problem": None}
+    if model.env.num_envs != 1:
+        return {"env_id": None, "env_spec": None, "env_spec_problem": "several envs: pass them again, env=..."}
     spec, problem = recreatable_spec(model.env)
     env_id = None
     with contextlib.suppress(Exception):  # the id, also of an env its spec cannot re-create
@@ -667,7 +669,7 @@ def load_checkpoint(
         if manifest.get("env_spec") is not None:
             # the id with its arguments, time limit and wrappers: the run continues on the env it was trained on
             env = gym.make(EnvSpec.from_json(manifest["env_spec"]))
-        elif "env_spec" in manifest:
+        elif manifest.get("env_spec_problem") is not None:
             name = "" if manifest.get("env_id") is None else f" {manifest['env_id']!r}"
             raise ValueError(
                 f"The checkpoint {manifest['path']!r} cannot re-create its env{name} ({manifest.get('env_spec_problem')}): "
