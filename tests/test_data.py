@@ -261,7 +261,7 @@ def test_empty_dataset():
         OfflineData.from_arrays(np.zeros((0, 2)), np.zeros((0, 1)), np.zeros(0), np.zeros((0, 2)), np.zeros(0))
 
 
-def test_discrete_action_space_refused(minari_root):
+def test_discrete_action_space_refused(minari_root, capsys):
     import minari
     from minari.data_collector import EpisodeBuffer
 
@@ -285,6 +285,13 @@ def test_discrete_action_space_refused(minari_root):
     )
     with pytest.raises(ValueError, match=r"continuous \(Box\) actions only"):
         load_offline_data("test/cartpole/discrete-v0")
+    # info still describes it, and says why it cannot be trained on
+    from sb3_dare.data.__main__ import main as data_cli
+
+    assert data_cli(["info", "test/cartpole/discrete-v0"]) == 0
+    output = capsys.readouterr().out
+    assert "3 in 1 episodes (1 terminated, 0 truncated)" in output and "Discrete(2)" in output
+    assert "sb3_dare can train on it  no: " in output and "continuous (Box) actions only" in output
 
 
 def test_dict_observations_need_flatten(minari_root, capsys):

@@ -185,10 +185,24 @@ def _info(dataset_name: str) -> int:
 
     dataset = _open_dataset(dataset_name)
     metadata = dict(dataset.storage.metadata)
-    # Dict observations are shown flattened: info describes any Minari dataset made of Box parts
+    # the statistics come from Minari's episodes, so that info describes any dataset, also one sb3_dare cannot train on
+    returns, n_transitions, n_terminated, n_truncated = [], 0, 0, 0
+    for episode in dataset.iterate_episodes():
+        rewards = np.asarray(episode.rewards, dtype=np.float64).reshape(-1)
+        if len(rewards) == 0:
+            continue
+        returns.append(rewards.sum())
+        n_transitions += len(rewards)
+        n_terminated += int(np.asarray(episode.terminations).reshape(-1)[-1])
+        n_truncated += int(np.asarray(episode.truncations).reshape(-1)[-1] and not np.asarray(episode.terminations)[-1])
+    episode_returns = np.asarray(returns) if returns else np.zeros(1)
+    # Dict observations are loaded flattened: whether the training loader takes the dataset is shown, not assumed
     flatten = not hasattr(dataset.spec.observation_space, "shape") or dataset.spec.observation_space.shape is None
-    data = load_offline_data(dataset, download=False, flatten_observations=flatten)
-    episode_returns = np.add.reduceat(data.rewards.astype(np.float64), data.episode_starts)
+    try:
+        load_offline_data(dataset, download=False, flatten_observations=flatten)
+        trainable = "yes" + (" (with flatten_observations=True)" if flatten else "")
+    except ValueError as error:
+        trainable = f"no: {error}"
     env_spec = dataset.spec.env_spec
     rows: list[tuple[str, str]] = [
         (
@@ -203,22 +217,23 @@ def _info(dataset_name: str) -> int:
         ("actions", _describe_space(dataset.action_space)),
         (
             "transitions",
-            f"{len(data)} in {data.n_episodes} episodes ({int(data.terminations.sum())} terminated, "
-            f"{int(data.truncations.sum())} truncated)",
+            f"{n_transitions} in {len(returns)} episodes ({n_terminated} terminated, {n_truncated} truncated)",
         ),
         (
             "episode return",
             f"mean {episode_returns.mean():.1f}, std {episode_returns.std():.1f}, min {episode_returns.min():.1f}, "
             f"max {episode_returns.max():.1f}",
         ),
+        ("sb3_dare can train on it", trainable),
     ]
-    if data.ref_min_score is not None and data.ref_max_score is not None and data.ref_max_score != data.ref_min_score:
-        scores = np.asarray(data.normalized_score(episode_returns))
+    ref_min, ref_max = metadata.get("ref_min_score"), metadata.get("ref_max_score")
+    if ref_min is not None and ref_max is not None and ref_max != ref_min:
+        scores = 100.0 * (episode_returns - ref_min) / (ref_max - ref_min)
         rows.append(
             (
                 "normalised score",
                 f"mean {scores.mean():.1f}, min {scores.min():.1f}, max {scores.max():.1f} (ref_min_score "
-                f"{data.ref_min_score:.1f}, ref_max_score {data.ref_max_score:.1f})",
+                f"{ref_min:.1f}, ref_max_score {ref_max:.1f})",
             )
         )
     else:
