@@ -306,3 +306,14 @@ def test_p_values_and_holm_adjustment():
     )
     assert lines[0] == "a header" and [c.text for c in kept["all"]] == ["X beats Y on final score"]
     assert lines[1] == "- X beats Y on final score; p = 0.001, Holm-adjusted 0.002 over the tier's 2 comparisons."
+
+
+def test_roofline_uses_the_best_gemm_of_the_run():
+    speed = _load("speed")
+    flops, rates = {"iql": 0.5e9, "calql": 7e9}, {"iql": 120.0, "calql": 16.0}
+    rounds = [180.0, 200.0, 150.0]  # GFLOP/s of three rounds, each a best of 5
+    best = speed.roofline_fractions(flops, rates, rounds)
+    assert best == pytest.approx({"iql": 60 / 200, "calql": 112 / 200})
+    assert speed.roofline_fractions(flops, rates, rounds, reference="median") == pytest.approx(
+        {"iql": 60 / 180, "calql": 112 / 180}
+    )
