@@ -294,36 +294,34 @@ def test_discrete_action_space_refused(minari_root, capsys):
     assert "sb3_dare can train on it  no: " in output and "continuous (Box) actions only" in output
 
 
-def test_dict_observations_need_flatten(minari_root, capsys):
+def _one_episode_dataset(dataset_id: str, observation_space, action_space, observations, actions) -> None:
+    """A one-episode Minari dataset (ending in a termination) with explicit spaces, under the test's root."""
     import minari
     from minari.data_collector import EpisodeBuffer
 
+    n_steps = len(actions)
+    buffer = EpisodeBuffer(
+        id=0,
+        observations=observations,
+        actions=actions,
+        rewards=np.ones(n_steps),
+        terminations=np.arange(n_steps) == n_steps - 1,
+        truncations=np.zeros(n_steps, bool),
+    )
+    minari.create_dataset_from_buffers(
+        dataset_id, buffer=[buffer], env=None, observation_space=observation_space, action_space=action_space,
+        algorithm_name="x", author="t", author_email="t@x.org", code_permalink="https://example.com", description="d",
+    )  # fmt: skip
+
+
+def test_dict_observations_need_flatten(minari_root, capsys):
     observation_space = spaces.Dict({"position": spaces.Box(-1, 1, (2,)), "goal": spaces.Box(-1, 1, (3,))})
     action_space = spaces.Box(-1, 1, (2,))
     observations = {
         "position": np.random.uniform(-1, 1, (5, 2)).astype(np.float32),
         "goal": np.random.uniform(-1, 1, (5, 3)).astype(np.float32),
     }
-    buffer = EpisodeBuffer(
-        id=0,
-        observations=observations,
-        actions=np.zeros((4, 2), np.float32),
-        rewards=np.ones(4),
-        terminations=np.array([0, 0, 0, 1], bool),
-        truncations=np.zeros(4, bool),
-    )
-    minari.create_dataset_from_buffers(
-        "test/maze/dict-v0",
-        buffer=[buffer],
-        env=None,
-        observation_space=observation_space,
-        action_space=action_space,
-        algorithm_name="x",
-        author="t",
-        author_email="t@x.org",
-        code_permalink="https://example.com",
-        description="d",
-    )
+    _one_episode_dataset("test/maze/dict-v0", observation_space, action_space, observations, np.zeros((4, 2), np.float32))
     with pytest.raises(ValueError, match="flatten_observations=True"):
         load_offline_data("test/maze/dict-v0")
     data = load_offline_data("test/maze/dict-v0", flatten_observations=True)
@@ -341,9 +339,6 @@ def test_dict_observations_follow_the_env_key_order(minari_root):
     """Minari reads a Dict space back with sorted keys; the env's FlattenObservation uses the env's own order."""
     import collections
 
-    import minari
-    from minari.data_collector import EpisodeBuffer
-
     env_space = spaces.Dict(
         collections.OrderedDict(b=spaces.Box(-10, 10, (2,), np.float64), a=spaces.Box(-10, 10, (3,), np.float64))
     )
@@ -359,18 +354,7 @@ def test_dict_observations_follow_the_env_key_order(minari_root):
             return self.reset()[0], 0.0, False, False, {}
 
     observations = {"b": np.tile([[1.0, 2.0]], (5, 1)), "a": np.tile([[3.0, 4.0, 5.0]], (5, 1))}
-    buffer = EpisodeBuffer(
-        id=0,
-        observations=observations,
-        actions=np.zeros((4, 2), np.float32),
-        rewards=np.ones(4),
-        terminations=np.array([0, 0, 0, 1], bool),
-        truncations=np.zeros(4, bool),
-    )
-    minari.create_dataset_from_buffers(
-        "test/order/dict-v0", buffer=[buffer], env=None, observation_space=env_space, action_space=box_actions,
-        algorithm_name="x", author="t", author_email="t@x.org", code_permalink="https://example.com", description="d",
-    )  # fmt: skip
+    _one_episode_dataset("test/order/dict-v0", env_space, box_actions, observations, np.zeros((4, 2), np.float32))
     env = gym.wrappers.FlattenObservation(DictEnv())
     data = load_offline_data("test/order/dict-v0", env=env, flatten_observations=True)
     np.testing.assert_allclose(data.observations[0], env.reset()[0])  # [1, 2, 3, 4, 5], as the env flattens it
@@ -472,24 +456,10 @@ def test_reward_floor_returns_of_cut_episodes():
 
 def test_multi_dimensional_box_observations_are_flattened(minari_root):
     """A (2, 3) Box dataset loads as 6 features, row-major like FlattenObservation; the unflattened env is told so."""
-    import minari
-    from minari.data_collector import EpisodeBuffer
-
     observation_space = spaces.Box(-1, 1, (2, 3), np.float32)
     observations = np.arange(4 * 6, dtype=np.float32).reshape(4, 2, 3) / 100
-    buffer = EpisodeBuffer(
-        id=0,
-        observations=observations,
-        actions=np.zeros((3, 1), np.float32),
-        rewards=np.ones(3),
-        terminations=np.array([0, 0, 1], bool),
-        truncations=np.zeros(3, bool),
-    )
-    minari.create_dataset_from_buffers(
-        "test/grid/box2d-v0", buffer=[buffer], env=None, observation_space=observation_space,
-        action_space=spaces.Box(-1, 1, (1,), np.float32), algorithm_name="x", author="t", author_email="t@x.org",
-        code_permalink="https://example.com", description="d",
-    )  # fmt: skip
+    action_space = spaces.Box(-1, 1, (1,), np.float32)
+    _one_episode_dataset("test/grid/box2d-v0", observation_space, action_space, observations, np.zeros((3, 1), np.float32))
     data = load_offline_data("test/grid/box2d-v0")
     assert data.observation_space.shape == (6,)
     np.testing.assert_allclose(data.observations, observations[:-1].reshape(3, 6))
