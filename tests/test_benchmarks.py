@@ -317,3 +317,19 @@ def test_roofline_uses_the_best_gemm_of_the_run():
     assert speed.roofline_fractions(flops, rates, rounds, reference="median") == pytest.approx(
         {"iql": 60 / 180, "calql": 112 / 180}
     )
+
+
+def test_gemm_bound_records_and_replays_the_matrix_products():
+    import torch as th
+
+    gemm_bound = _load("gemm_bound")
+    left, right = th.randn(4, 3), th.randn(3, 5)
+
+    def work() -> None:
+        th.relu(th.mm(left, right))  # one product and one activation
+        th.bmm(th.randn(2, 4, 3), th.randn(2, 3, 5).transpose(1, 2).contiguous().transpose(1, 2))
+
+    calls = gemm_bound.record_products(work)
+    assert [call[0].overloadpacket.__name__ for call in calls] == ["mm", "bmm"]
+    assert calls[1][1][1] == (th.Size([2, 3, 5]), (15, 1, 3))  # the strides are kept (a column-major operand)
+    gemm_bound.replay(calls)()  # runs them on random tensors of those layouts
