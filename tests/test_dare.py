@@ -90,6 +90,34 @@ def test_posterior_split_changes_the_losses(pendulum_balance_dataset):
     assert "dare/online_like_log_prob" in metrics
 
 
+def test_the_posterior_mask_reaches_the_update_and_waits_for_the_warm_up(pendulum_balance_dataset):
+    """DARE's split is the posterior rule on the batch's cached scores (not the origin split), the update trains with
+    that mask, and until the online part holds a batch the warm-up keeps the origin split."""
+    from sb3_dare.dare.exchange import exchange
+
+    dare = make_dare(pendulum_balance_dataset, behavior_model=FixedBehavior(4, 1), exchange_warmup=True)
+    dare.learn(5)  # the offline phase, then 5 online steps: fewer than a batch (32)
+    batch = random_batch()
+    # an offline sample scored like online data and an online one scored like offline data: the posterior swaps both
+    scores = th.tensor([0.1, 0.12, 0.09, 0.11, 0.1, 0.13, 0.08, 0.9, 0.95, 1.0, 0.9, 1.05, 0.98, 0.1, 0.92, 1.02])
+    batch = batch._replace(scores=scores)
+    assert th.equal(dare._offline_like_mask(batch), batch.is_offline)  # warm-up: origin
+    dare.exchange_warmup = False
+    expected = exchange(scores, batch.is_offline, rule="posterior", sigma_floor=dare.sigma_floor).offline_like
+    assert not th.equal(expected, batch.is_offline) and not expected[7] and expected[13]
+    assert th.equal(dare._offline_like_mask(batch), expected)
+    masks = []
+    original = dare._online_like_objective
+
+    def recording(observations, next_observations, replay_data, online_index, *args):
+        masks.append(online_index.clone())
+        return original(observations, next_observations, replay_data, online_index, *args)
+
+    dare._online_like_objective = recording
+    dare._train_step(batch)
+    assert th.equal(masks[0], th.nonzero(~expected).squeeze(-1))  # the online-like objective got the posterior's rows
+
+
 def test_dare_iql_losses_match_direct_computation(pendulum_balance_dataset):
     # ALGORITHM.md, DARE_IQL: the value loss on all samples; the AWR actor term on offline-like samples; Q targets
     # r + gamma (1 - d) V(s') for offline-like and r + gamma (1 - d) (min_k Qbar_k(s', a') - alpha log pi(a'|s'))
@@ -175,6 +203,29 @@ def test_score_sigma_reaches_the_scores(pendulum_balance_dataset):
     reference = th.tanh(observations[:, :1].sum(dim=1, keepdim=True))
     th.testing.assert_close(scores[1.0], (reference - actions).pow(2).sum(dim=1) / 2.0)
     th.testing.assert_close(scores[0.5], 4.0 * scores[1.0])
+
+
+def test_likelihood_reduction_over_several_reference_actions():
+    """score = -log mean_k exp(-||a_k - a||^2 / (2 sigma^2)): by hand for two references per state."""
+    import math
+
+    from sb3_dare.dare.alignment import alignment_scores
+
+    class TwoReferences(FixedBehavior):
+        def sample(self, observations, n_samples=1, batch_size=65_536, generator=None, guidance_scale=None):
+            n = th.as_tensor(observations).shape[0]
+            return th.tensor([[0.0], [1.0]]).expand(n, 2, 1)  # references 0 and 1 for every state
+
+    model = TwoReferences(4, 1)
+    actions = th.tensor([[0.0], [0.5], [-1.0]])
+    observations = th.zeros(3, 4)
+    for sigma in (1.0, 0.5):
+        distances = th.stack([(actions[:, 0] - 0.0) ** 2, (actions[:, 0] - 1.0) ** 2], dim=1) / (2 * sigma**2)
+        likelihood = -(th.logsumexp(-distances, dim=1) - math.log(2))
+        got = alignment_scores(model, observations, actions, n_reference_samples=2, reduction="likelihood", sigma=sigma)
+        th.testing.assert_close(got, likelihood)
+        mean = alignment_scores(model, observations, actions, n_reference_samples=2, reduction="mean", sigma=sigma)
+        th.testing.assert_close(mean, distances.mean(dim=1))
 
 
 @pytest.mark.parametrize("behavior_model", ["gaussian", "diffusion"])

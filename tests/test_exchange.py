@@ -119,3 +119,39 @@ def test_unknown_rule():
     with pytest.raises(ValueError, match="choose one of"):
         exchange(th.zeros(4), th.ones(4, dtype=th.bool), rule="magic")
     assert "posterior" in EXCHANGE_RULES
+
+
+def test_overlap_against_numerical_integration():
+    """BC = integral of sqrt(p q): checked on a grid for Gaussians of different means and widths."""
+    first, second = GaussianFit(th.tensor(0.0), th.tensor(1.0)), GaussianFit(th.tensor(1.5), th.tensor(2.5))
+    grid = np.linspace(-30, 30, 200_001)
+
+    def density(fit: GaussianFit) -> np.ndarray:
+        mean, std = float(fit.mean), float(fit.std)
+        return np.exp(-0.5 * ((grid - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+
+    numeric = np.trapezoid(np.sqrt(density(first) * density(second)), grid)
+    assert bhattacharyya_coefficient(first, second).item() == pytest.approx(numeric, rel=1e-6)
+
+
+def test_a_swap_needs_the_posterior_and_the_side_of_the_other_mean():
+    """An offline sample goes online only if p_on > 1/2 and its score is above the offline mean (and conversely): a
+    narrow online cluster inside a wide offline one has p_on > 1/2 at the offline mean, on both of its sides."""
+    offline = th.tensor([-6.0, -3.0, -1.0, -0.05, 0.05, 1.0, 3.0, 6.0])  # mean 0, wide
+    online = th.tensor([-0.02, -0.01, 0.0, 0.01, 0.02, 0.0, 0.01, -0.01])  # mean 0, narrow
+    scores, is_offline = th.cat([offline, online]), th.tensor([True] * 8 + [False] * 8)
+    result = exchange(scores, is_offline, rule="posterior")
+    fits = (result.offline_fit, result.online_fit)
+    p_online = online_posterior(scores, *fits, th.tensor(0.5))
+    assert p_online[3] > 0.5 and p_online[4] > 0.5  # both near the centre look online
+    # only the one above the offline mean moves; the one below stays offline-like
+    assert not result.offline_like[4] and result.offline_like[3]
+
+
+def test_moving_average_of_variances():
+    ema = ScoreMomentsEMA(0.5)
+    scores, is_offline = two_clusters()
+    first = exchange(scores, is_offline, moments_ema=ema)
+    second = exchange(scores * 3.0, is_offline, moments_ema=ema)  # variances x9
+    variance = first.offline_fit.std.item() ** 2
+    assert second.offline_fit.std.item() ** 2 == pytest.approx(0.5 * variance + 0.5 * 9 * variance, rel=1e-5)
