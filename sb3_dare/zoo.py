@@ -588,9 +588,11 @@ def _sample_dare(trial: optuna.Trial, name: str) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if "guidance_scale" in accepted:
         params["guidance_scale"] = trial.suggest_categorical("guidance_scale", GUIDANCE_SCALES)
-    rules = getattr(sys.modules.get("sb3_dare.dare"), "EXCHANGE_RULES", None)
-    if "exchange" in accepted and rules:
-        params["exchange"] = trial.suggest_categorical("exchange", tuple(rules))
+    if "exchange" in accepted:
+        # imported here, in a trial, not when RL Zoo starts (the start-up hook imports this module in every process)
+        from sb3_dare.dare import EXCHANGE_RULES
+
+        params["exchange"] = trial.suggest_categorical("exchange", tuple(EXCHANGE_RULES))
     if "online_ent_coef" in accepted:
         params["online_ent_coef"] = trial.suggest_float("online_ent_coef", 1e-3, 0.5, log=True)
     return params

@@ -343,12 +343,17 @@ def test_behavior_model_object_and_file(pendulum_balance_dataset, tmp_path):
     data = make_dare(pendulum_balance_dataset, behavior_model="gaussian")._load_offline_data(None)
     behavior.fit(data.observations, data.actions, n_steps=20, batch_size=32)
     behavior.save(tmp_path / "behavior.pt")
+    fitted_state = {key: value.clone() for key, value in behavior.state_dict().items()}
     for source in (behavior, str(tmp_path / "behavior.pt")):
         source = copy.deepcopy(source) if not isinstance(source, str) else source
         model = make_dare(pendulum_balance_dataset, behavior_model=source, guidance_scale=0.0)
         assert model.behavior_model == "gaussian" and model.behavior_kwargs["hidden_sizes"] == [8]
+        fits: list[tuple] = []
+        model.behavior.fit = lambda *args, calls=fits, **kwargs: calls.append(args)  # a fitted model is not refitted
         model.learn(5)
-        assert model.behavior.is_fitted
+        assert model.behavior.is_fitted and fits == []
+        for key, value in model.behavior.state_dict().items():
+            th.testing.assert_close(value, fitted_state[key])
 
 
 # ---------------------------------------------------------------------- DARE on Cal-QL

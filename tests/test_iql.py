@@ -139,6 +139,17 @@ class CountingCallback(BaseCallback):
         return True
 
 
+def test_actor_and_critic_learning_rates_reach_their_optimizers(pendulum_balance_dataset):
+    model = make_model(pendulum_balance_dataset, offline_steps=3, learning_rate=3e-4, actor_learning_rate=1e-4)
+    model.pretrain()
+    assert model.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    for optimizer in (model.critic.optimizer, model.value_net.optimizer):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)
+    default = make_model(pendulum_balance_dataset, offline_steps=1, learning_rate=5e-4)
+    default.pretrain()
+    assert default.actor.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)  # None: the critics' rate
+
+
 def test_learn_runs_offline_then_online_and_counts(pendulum_balance_dataset):
     model = make_model(pendulum_balance_dataset, offline_steps=30)
     callback = CountingCallback()

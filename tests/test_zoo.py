@@ -176,8 +176,7 @@ def test_wrapper_modules_work_without_the_hook(zoo_datasets, tmp_path):
 @needs_hook
 @pytest.mark.parametrize("algo", [name for name in ALGO_PARAMS if name != "iql"])
 def test_other_algorithms_train_through_rl_zoo(algo, zoo_datasets, tmp_path):
-    if algo not in zoo.available_algorithms():
-        pytest.skip(f"{algo} is not part of this version")
+    assert algo in zoo.available_algorithms(), f"{algo} is not registered with RL Zoo"  # a failed import must fail here
     result = run_cli(train_args("rl_zoo3.train", algo), tmp_path, cli_env(zoo_datasets))
     check_trained(tmp_path, result, algo)
 
@@ -327,6 +326,21 @@ def test_samplers_draw_online_knobs_by_default_and_never_network_sizes(offline, 
         assert set(params) == expected_online[name] | (expected_offline[name] if offline else set())
         assert zoo.convert_params(trial.params) == params
         assert 0.0 <= params["offline_ratio"] <= 1.0 and params["online_learning_rate"] > 0
+
+
+def test_dare_samplers_add_the_knobs_each_class_takes():
+    from sb3_dare.dare import EXCHANGE_RULES
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for sampler, own in (
+        (zoo.sample_dare_iql_params, {"guidance_scale", "exchange", "online_ent_coef"}),
+        (zoo.sample_dare_calql_params, {"guidance_scale", "exchange"}),  # DARE_CalQL has no online_ent_coef
+    ):
+        trial = study.ask()
+        params = sampler(trial, 1, 1, {})
+        assert own <= set(params) and "online_learning_rate" in params
+        assert params["exchange"] in EXCHANGE_RULES and params["guidance_scale"] in zoo.GUIDANCE_SCALES
+        assert ("online_ent_coef" in params) == ("online_ent_coef" in own)
 
 
 def make_zoo_iql(dataset: str, **kwargs):
