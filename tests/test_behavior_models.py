@@ -465,3 +465,23 @@ def test_load_rejects_other_files(tmp_path):
     model.save(path)
     with pytest.raises(ValueError, match="holds a GaussianBehaviorModel"):
         DiffusionBehaviorModel.load(path)
+
+
+def test_solver_time_grids_and_clipping(diffusion_model):
+    """time_spacing picks the solver's grid (uniform in t, or in log-SNR); clip_denoised bounds E[a_0 | a_t]."""
+    model = copy.deepcopy(diffusion_model)
+    model.time_spacing = "time"
+    uniform = np.array(model._solver_times(4))
+    np.testing.assert_allclose(np.diff(uniform), np.diff(uniform)[0])  # equal steps in t
+    model.time_spacing = "logSNR"
+    log_snr_grid = np.array(model._solver_times(4))
+    assert log_snr_grid[0] == uniform[0] and log_snr_grid[-1] == uniform[-1]
+    log_snrs = model.schedule.log_snr(torch.tensor(log_snr_grid, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(np.diff(log_snrs), np.diff(log_snrs)[0], rtol=1e-6)  # equal steps in log-SNR
+    # at t = 1 with a far-off noisy action, the data prediction leaves [-1, 1] unless clipped
+    noisy = torch.full((len(STATES), 1), 30.0)
+    observations = model.normalize(torch.as_tensor(STATES)) if hasattr(model, "normalize") else torch.as_tensor(STATES)
+    for clip in (True, False):
+        model.clip_denoised = clip
+        _, data = model._denoise(noisy, 1.0, observations, 0.0)
+        assert bool(data.abs().max() <= 1.0) == clip

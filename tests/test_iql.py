@@ -234,10 +234,23 @@ def test_dataset_is_loaded_lazily(minari_root):
         model.learn(0)
 
 
-def test_progress_bar_and_tensorboard(pendulum_balance_dataset, tmp_path):
+def test_progress_bar_and_tensorboard(pendulum_balance_dataset, tmp_path, monkeypatch):
+    from sb3_dare.common import callbacks
+
+    seen = []
+    real_end = callbacks.O2OProgressBarCallback._on_training_end
+
+    def recording_end(self):
+        seen.append((self.pbar.n, self.pbar.total, self.pbar.desc))
+        real_end(self)
+        seen.append(self.pbar)  # closed and released
+
+    monkeypatch.setattr(callbacks.O2OProgressBarCallback, "_on_training_end", recording_end)
     model = make_model(pendulum_balance_dataset, offline_steps=10, tensorboard_log=str(tmp_path))
     model.learn(10, progress_bar=True)
     assert any(os.scandir(tmp_path))
+    # one bar over both phases: 10 offline updates, then 10 env steps, relabelled when the online phase starts
+    assert seen[0][:2] == (20, 20) and seen[0][2].startswith("online steps") and seen[1] is None
 
 
 def test_eval_and_checkpoint_callbacks(pendulum_balance_dataset, tmp_path):
