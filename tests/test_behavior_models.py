@@ -284,6 +284,15 @@ def test_gaussian_fits_unimodal_actions(distribution):
     np.testing.assert_allclose(samples.std(dim=1)[:, 0].numpy(), 0.1, atol=0.02)
     log_probs = model.log_prob(states, torch.as_tensor(expected_mean[:, None]))
     assert log_probs.shape == (3,) and torch.isfinite(log_probs).all()
+    # against torch.distributions, on the observations normalised with the fitted statistics
+    mean, log_std = model.distribution_parameters(model.normalize(torch.as_tensor(states)))
+    gaussian = torch.distributions.Normal(mean, log_std.exp())
+    if distribution == "tanh":
+        reference = torch.distributions.TransformedDistribution(gaussian, [torch.distributions.TanhTransform()])
+    else:
+        reference = gaussian
+    expected = reference.log_prob(torch.as_tensor(expected_mean[:, None], dtype=torch.float32)).sum(dim=-1)
+    torch.testing.assert_close(log_probs, expected.detach(), rtol=1e-4, atol=1e-4)
 
 
 def test_gaussian_boundary_actions_have_finite_likelihood():
