@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 
 import gymnasium as gym
 import numpy as np
@@ -407,3 +408,29 @@ def test_cuda(pendulum_balance_dataset):
     model = make_model(pendulum_balance_dataset, device="cuda")
     model.learn(10)
     assert next(model.policy.parameters()).is_cuda
+
+
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler"
+)
+def test_torch_compile_gives_the_eager_losses_and_gradients(pendulum_balance_dataset):
+    """torch_compile=True on CPU: the compiled losses and their gradients are the eager ones (float tolerance; after
+    Adam steps parameters are not compared, since Adam turns float-level differences of near-zero gradients into
+    steps of the learning rate's size)."""
+    model = make_model(pendulum_balance_dataset, offline_steps=2, torch_compile=True)
+    model.pretrain()
+    assert model._compiled_losses is not None  # the updates went through the compiled function
+    batch = model.replay_buffer.sample(32)
+    results = []
+    for losses in (model._losses, model._compiled_losses):
+        model.policy.zero_grad(set_to_none=True)
+        total, metrics = losses(batch, None)
+        total.backward()
+        results.append((total.detach(), metrics, [p.grad.clone() for p in model.policy.parameters() if p.grad is not None]))
+    (eager_total, eager_metrics, eager_grads), (total, metrics, grads) = results
+    th.testing.assert_close(total, eager_total, rtol=1e-5, atol=1e-5)
+    for key, value in eager_metrics.items():
+        th.testing.assert_close(metrics[key], value, rtol=1e-5, atol=1e-5)
+    assert len(grads) == len(eager_grads) > 0
+    for grad, eager_grad in zip(grads, eager_grads, strict=True):
+        th.testing.assert_close(grad, eager_grad, rtol=1e-4, atol=1e-5)
