@@ -406,7 +406,8 @@ def test_in_bound_data_gives_no_warning(make_minari_dataset):
         load_offline_data(dataset_id, env=gym.make("Pendulum-v1"))
 
 
-def test_large_dataset_loads_vectorised():
+def test_large_dataset_boundaries_and_returns():
+    """200k transitions (the vectorised paths: boundary inference, returns-to-go by distance to the episode's end)."""
     n = 200_000
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(n, 11)).astype(np.float32)
@@ -414,8 +415,14 @@ def test_large_dataset_loads_vectorised():
     ends[999::1000] = True
     data = OfflineData.from_arrays(obs, rng.uniform(-1, 1, (n, 3)), rng.normal(size=n), np.roll(obs, -1, axis=0), ends)
     assert data.n_episodes == 200
-    last = data.episode_starts[1] - 1
-    assert data.mc_returns[last] == pytest.approx(data.rewards[last])
+    np.testing.assert_array_equal(data.episode_starts, np.arange(0, n, 1000))
+    # one episode's returns-to-go against the plain backward recursion
+    episode = slice(int(data.episode_starts[7]), int(data.episode_starts[8]))
+    expected, running = np.empty(1000), 0.0
+    for index, reward in enumerate(data.rewards[episode][::-1].astype(np.float64)):
+        running = reward + 0.99 * running
+        expected[999 - index] = running
+    np.testing.assert_allclose(data.mc_returns[episode], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_reward_floor_returns_of_cut_episodes():

@@ -151,6 +151,16 @@ def test_actor_and_critic_learning_rates_reach_their_optimizers(pendulum_balance
     assert default.actor.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)  # None: the critics' rate
 
 
+def test_net_arch_per_network(pendulum_balance_dataset):
+    """net_arch as a dict sizes each network on its own; missing keys take the default (2x256)."""
+    model = make_model(pendulum_balance_dataset, policy_kwargs=dict(net_arch=dict(pi=[8], qf=[12, 12], vf=[6, 6, 6])))
+    assert [m.out_features for m in model.actor.mean_net if isinstance(m, th.nn.Linear)] == [8, 1]
+    assert [layer.out_features for layer in model.critic.q_networks.hidden] == [12, 12]
+    assert [m.out_features for m in model.value_net.net if isinstance(m, th.nn.Linear)] == [6, 6, 6, 1]
+    partial = make_model(pendulum_balance_dataset, policy_kwargs=dict(net_arch=dict(pi=[8])))
+    assert [layer.out_features for layer in partial.critic.q_networks.hidden] == [256, 256]
+
+
 def test_learn_runs_offline_then_online_and_counts(pendulum_balance_dataset):
     model = make_model(pendulum_balance_dataset, offline_steps=30)
     callback = CountingCallback()
@@ -199,6 +209,11 @@ def test_pretrain_sets_up_logger_and_logs_offline_keys(pendulum_balance_dataset,
         "offline/mean_reward",
         "offline/updates",
         "offline/learning_rate",
+        "offline/q_value",
+        "offline/value",
+        "offline/advantage_weight",
+        "offline/std_reward",
+        "offline/updates_per_second",
     ):
         assert key in log.columns, key
     assert list(log["offline/updates"]) == [50, 100]
