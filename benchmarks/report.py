@@ -246,9 +246,13 @@ class Comparison:
     tier, and, for a primary one (a DARE algorithm with default settings against its base), over the primary ones.
     """
 
-    def __init__(self, text: str, p_value: float, prefix: str = "", scope: str = "", primary: bool = False):
+    def __init__(
+        self, text: str, p_value: float, prefix: str = "", scope: str = "", primary: bool = False, eligible: bool = True
+    ):
         self.text = text  # ends without a full stop; the rendering adds the p-values
         self.p_value = p_value
+        # only comparisons that can support a claim (enough seeds) form the families: the others claim nothing
+        self.eligible = eligible
         self.prefix = prefix
         self.scope = scope  # the task, or "over N tasks"
         self.primary = primary
@@ -258,6 +262,8 @@ class Comparison:
     def render(self) -> str:
         if not np.isfinite(self.p_value):
             return f"{self.prefix}{self.text}."
+        if not self.eligible:
+            return f"{self.prefix}{self.text}; p = {self.p_value:.3f} (too few seeds for a claim: outside the Holm families)."
         adjusted = f"Holm-adjusted {self.adjusted['all']:.3f} over the tier's {self.family_size['all']} comparisons"
         if self.primary:
             adjusted = f"{adjusted}, {self.adjusted['primary']:.3f} over its {self.family_size['primary']} primary ones"
@@ -271,7 +277,7 @@ def adjust_and_render(lines: Sequence[str | Comparison]) -> tuple[list[str], dic
 
     :return: the rendered lines, and per family (``"all"``, ``"primary"``) its comparisons with an adjusted p < 0.05
     """
-    everything = [line for line in lines if isinstance(line, Comparison) and np.isfinite(line.p_value)]
+    everything = [line for line in lines if isinstance(line, Comparison) and line.eligible and np.isfinite(line.p_value)]
     kept: dict[str, list[Comparison]] = {}
     for name, family in (("all", everything), ("primary", [c for c in everything if c.primary])):
         for comparison, adjusted in zip(family, holm_adjusted([c.p_value for c in family]), strict=True):
@@ -517,7 +523,7 @@ def paired_verdicts(
         direction = "" if higher_is_better else " (lower is better)"
         seeds_text = _plural(len(diffs), "seed")
         text = f"{verdict} on {name}{direction}: mean paired difference {mean:+.1f} {interval} over {seeds_text}"
-        lines.append(Comparison(text, paired_p_value(diffs)))
+        lines.append(Comparison(text, paired_p_value(diffs), eligible=len(diffs) >= MIN_SEEDS_FOR_CLAIM))
     if len(seeds) < MIN_SEEDS_FOR_CLAIM:
         lines.append(
             f"{_plural(len(seeds), 'paired seed')} cannot show a difference, so no claim either way is made "
@@ -687,8 +693,9 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
         "they differ only online) with a 95 % Student-t interval over seeds (the percentile bootstrap covers well under "
         "95 % with 3-5 seeds); a comparison says 'beats' or 'is worse than' only with at least 3 seeds and an interval "
         "that excludes 0. Each interval holds for its own comparison, so among many a few exclude 0 by chance: every "
-        "comparison also gives its paired t-test p-value and Holm's adjustment over the tier's comparisons (and, for "
-        "DARE against its base, over those primary comparisons), and each tier starts with what survives them. "
+        "comparison also gives its paired t-test p-value and Holm's adjustment over the tier's comparisons that have "
+        "enough seeds for a claim (and, for DARE against its base, over those primary comparisons), and each tier "
+        "starts with what survives them. "
         "The IQM intervals' ends move by up to about 2 points between bootstrap seeds, and with 5 seeds the percentile "
         "bootstrap covers nearer 90 % than 95 %. "
         "Metrics: offline score = last offline evaluation; final = mean of the last 3 online evaluations; dip = offline "
@@ -732,13 +739,16 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
         # in task order (not the order the JSONs were read in), so that the stratified bootstrap is reproducible
         tier_lines += _over_tasks({task: grouped[tier][task] for task in sorted(grouped[tier])}, reps)
         rendered, kept = adjust_and_render(tier_lines)
-        compared = [line for line in tier_lines if isinstance(line, Comparison) and np.isfinite(line.p_value)]
+        compared = [
+            line for line in tier_lines if isinstance(line, Comparison) and line.eligible and np.isfinite(line.p_value)
+        ]
         lines += [f"## Tier {tier}", "", "Conditions:", "", *_conditions(tier_results), ""]
         if compared:
             n_primary = sum(c.primary for c in compared)
             lines += [
-                f"Multiple comparisons: this tier makes {len(compared)} paired comparisons, each with its own p-value "
-                f"below, {n_primary} of them primary (a DARE algorithm with default settings against its base). Holm's "
+                f"Multiple comparisons: this tier makes {len(compared)} paired comparisons with enough seeds for a claim "
+                f"(at least {MIN_SEEDS_FOR_CLAIM}), each with its own p-value below, {n_primary} of them primary (a DARE "
+                "algorithm with default settings against its base). Holm's "
                 "adjustment keeps the chance of any false claim within a family at 5 %. Over all of them, these keep "
                 f"p < 0.05: {_survivors(kept['all'])}. Over the primary ones: {_survivors(kept['primary'])}.",
                 "",

@@ -302,8 +302,14 @@ def test_p_values_and_holm_adjustment():
     assert adjusted[2:] == pytest.approx([0.03, 0.04])
     assert report.holm_adjusted([0.5, 0.9]) == pytest.approx([1.0, 1.0])
     lines, kept = report.adjust_and_render(
-        ["a header", report.Comparison("X beats Y on final score", 0.001, "- "), report.Comparison("Z", 0.06)]
+        [
+            "a header",
+            report.Comparison("X beats Y on final score", 0.001, "- "),
+            report.Comparison("Z", 0.06),
+            report.Comparison("W", 0.0001, eligible=False),  # 2 seeds: no claim, outside the family
+        ]
     )
+    assert lines[3] == "W; p = 0.000 (too few seeds for a claim: outside the Holm families)."
     assert lines[0] == "a header" and [c.text for c in kept["all"]] == ["X beats Y on final score"]
     assert lines[1] == "- X beats Y on final score; p = 0.001, Holm-adjusted 0.002 over the tier's 2 comparisons."
 
