@@ -42,6 +42,7 @@ from stable_baselines3.common.save_util import load_from_zip_file, recursive_set
 from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_dare.common.env_spec import env_id_of
 from sb3_dare.common.o2o import O2OAlgorithm
 from sb3_dare.data import OfflineData
 
@@ -144,16 +145,6 @@ def _params_hint(dataset_id: str) -> str:
         f"pass it to RL Zoo with -params dataset:\"'{dataset_id}'\" (RL Zoo evaluates -params values: a string needs the "
         "inner quotes)"
     )
-
-
-def _env_id(env: VecEnv | None) -> str | None:
-    if env is None:
-        return None
-    try:
-        spec = env.get_attr("unwrapped", indices=[0])[0].spec
-    except Exception:  # an env without spec or a custom VecEnv: the id only improves messages and cache keys
-        return None
-    return getattr(spec, "id", None)
 
 
 # ---------------------------------------------------------------------------------------------- Optuna trial context
@@ -277,7 +268,7 @@ class ZooAlgorithm(O2OAlgorithm):
         return wrapped.saved_algorithm_name()
 
     def _raise_no_dataset(self) -> None:
-        env_id = _env_id(self.env)
+        env_id = env_id_of(self.env)
         dataset_id = _suggested_dataset_id(env_id)
         from sb3_dare.data.loading import build_command_hint
 
@@ -367,7 +358,7 @@ class ZooAlgorithm(O2OAlgorithm):
         material = {
             "algorithm": self.zoo_name,
             "sb3_dare": __version__,
-            "env": _env_id(self.env),
+            "env": env_id_of(self.env),
             "arguments": _canonical(arguments),
             # the data itself: one id can name other data (another MINARI_DATASETS_PATH, a dataset rebuilt with --overwrite)
             "data": None

@@ -14,7 +14,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_dare.calql.policies import CalQLPolicy, MlpPolicy
-from sb3_dare.common.buffers import TRUNCATED_RETURNS, OfflineOnlineSamples
+from sb3_dare.common.buffers import OfflineOnlineSamples, check_truncated_returns
 from sb3_dare.common.networks import QEnsemble, SquashedGaussianActor, soft_update
 from sb3_dare.common.o2o import O2OAlgorithm, _check_range
 from sb3_dare.common.policies import O2OPolicy
@@ -262,10 +262,7 @@ class CalQL(O2OAlgorithm):
             raise ValueError(f"cql_n_actions must be an integer in [1, inf), got {self.cql_n_actions}.")
         _check_range("cql_temperature", self.cql_temperature, 0.0, math.inf, low_open=True, high_open=True)
         _check_range("cql_target_gap", self.cql_target_gap, -math.inf, math.inf, low_open=True, high_open=True)
-        if self.truncated_returns not in TRUNCATED_RETURNS:
-            raise ValueError(
-                f"truncated_returns must be one of {', '.join(TRUNCATED_RETURNS)}, got {self.truncated_returns!r}."
-            )
+        check_truncated_returns(self.truncated_returns)
         actor_learning_rate = self.actor_learning_rate
         if actor_learning_rate is not None and not callable(actor_learning_rate) and not actor_learning_rate > 0:
             raise ValueError(f"actor_learning_rate must be > 0 (or None), got {actor_learning_rate}.")

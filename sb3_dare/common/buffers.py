@@ -41,6 +41,12 @@ class OfflineOnlineSamples(NamedTuple):
 TRUNCATED_RETURNS = ("partial", "reward_floor")
 
 
+def check_truncated_returns(value: str) -> None:
+    """The ``truncated_returns`` option's check (the buffer's and Cal-QL's constructors)."""
+    if value not in TRUNCATED_RETURNS:
+        raise ValueError(f"truncated_returns must be one of {', '.join(TRUNCATED_RETURNS)}, got {value!r}.")
+
+
 class OfflineOnlineReplayBuffer(ReplayBuffer):
     """
     Replay buffer for offline-to-online RL.
@@ -75,6 +81,9 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
 
     observations: np.ndarray
     next_observations: np.ndarray
+    # class defaults: a buffer pickled before these attributes existed reads them as the defaults
+    truncated_returns: str = "partial"
+    offline_reward_floor: float | None = None
 
     def __init__(
         self,
@@ -92,8 +101,7 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
         score_batch_size: int = 1000,
         truncated_returns: str = "partial",
     ):
-        if truncated_returns not in TRUNCATED_RETURNS:
-            raise ValueError(f"truncated_returns must be one of {', '.join(TRUNCATED_RETURNS)}, got {truncated_returns!r}.")
+        check_truncated_returns(truncated_returns)
         if optimize_memory_usage:
             raise ValueError(
                 "OfflineOnlineReplayBuffer does not support optimize_memory_usage=True: it stores next observations "

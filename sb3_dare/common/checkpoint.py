@@ -33,7 +33,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import json_to_data
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 
-from sb3_dare.common.env_spec import recreatable_spec
+from sb3_dare.common.env_spec import env_id_of, recreatable_spec
 
 if TYPE_CHECKING:
     from sb3_dare.common.o2o import O2OAlgorithm
@@ -336,11 +336,8 @@ def _env_record(model: O2OAlgorithm) -> dict[str, Any]:
     if model.env.num_envs != 1:
         return {"env_id": None, "env_spec": None, "env_spec_problem": "several envs: pass them again, env=..."}
     spec, problem = recreatable_spec(model.env)
-    env_id = None
-    with contextlib.suppress(Exception):  # the id, also of an env its spec cannot re-create
-        env_id = str(model.env.get_attr("spec", indices=[0])[0].id)
     return {
-        "env_id": env_id,
+        "env_id": env_id_of(model.env),  # also of an env its spec cannot re-create
         "env_spec": spec.to_json() if spec is not None and problem is None else None,
         "env_spec_problem": problem,
     }

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
+import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec
 from stable_baselines3.common.vec_env import VecEnv
 
 # wrappers SB3 adds itself (the training env's statistics); an evaluation or a resumed run adds its own
 _SB3_WRAPPERS = ("Monitor",)
+
+
+def env_spec_of(env: gym.Env | VecEnv | None) -> EnvSpec | None:
+    """The Gymnasium spec of ``env`` (of its first env for a VecEnv): None where there is none."""
+    if env is None:
+        return None
+    try:
+        if isinstance(env, VecEnv):
+            return env.get_attr("spec", indices=[0])[0]
+        return env.spec
+    except Exception:  # a custom env or VecEnv without the attribute: nothing to read
+        return None
+
+
+def env_id_of(env: gym.Env | VecEnv | None) -> str | None:
+    """The Gymnasium id of ``env`` (of its first env for a VecEnv), or None."""
+    spec = env_spec_of(env)
+    return None if spec is None else str(spec.id)
 
 
 def recreatable_spec(env: VecEnv | None) -> tuple[EnvSpec | None, str | None]:
@@ -25,9 +43,7 @@ def recreatable_spec(env: VecEnv | None) -> tuple[EnvSpec | None, str | None]:
     """
     if env is None:
         return None, "the model has no env"
-    spec: EnvSpec | None = None
-    with contextlib.suppress(Exception):
-        spec = env.get_attr("spec", indices=[0])[0]
+    spec = env_spec_of(env)
     if spec is None:
         return None, "the env has no Gymnasium spec (it was not made with gym.make)"
     kept = tuple(wrapper for wrapper in spec.additional_wrappers if wrapper.name not in _SB3_WRAPPERS)

@@ -193,8 +193,9 @@ def _info(dataset_name: str) -> int:
             continue
         returns.append(rewards.sum())
         n_transitions += len(rewards)
-        n_terminated += int(np.asarray(episode.terminations).reshape(-1)[-1])
-        n_truncated += int(np.asarray(episode.truncations).reshape(-1)[-1] and not np.asarray(episode.terminations)[-1])
+        terminated = bool(np.asarray(episode.terminations).reshape(-1)[-1])
+        n_terminated += terminated
+        n_truncated += bool(np.asarray(episode.truncations).reshape(-1)[-1]) and not terminated
     episode_returns = np.asarray(returns) if returns else np.zeros(1)
     # Dict observations are loaded flattened: whether the training loader takes the dataset is shown, not assumed
     flatten = not hasattr(dataset.spec.observation_space, "shape") or dataset.spec.observation_space.shape is None

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_dare.common.env_spec import env_id_of
 from sb3_dare.data.offline_data import OfflineData
 
 if TYPE_CHECKING:
@@ -56,6 +57,19 @@ def load_offline_data(
     :param download: try to download a dataset id that is not available locally
     :return: the validated data
     """
+    probe = gym.make(env) if isinstance(env, str) else None  # an env id is made once, for its spaces and spec
+    try:
+        resolved = probe if probe is not None else env
+        assert not isinstance(resolved, str)
+        return _load(dataset, resolved, gamma, flatten_observations, download)
+    finally:
+        if probe is not None:
+            probe.close()
+
+
+def _load(
+    dataset: DatasetLike, env: gym.Env | VecEnv | None, gamma: float, flatten_observations: bool, download: bool
+) -> OfflineData:
     if isinstance(dataset, OfflineData):
         if env is not None:
             observation_space, action_space = _env_spaces(env)
@@ -130,13 +144,7 @@ def _open_minari_dataset(dataset: Any, *, download: bool) -> minari.MinariDatase
         raise FileNotFoundError(not_found(f" and could not be downloaded ({type(error).__name__}: {error})")) from error
 
 
-def _env_spaces(env: gym.Env | VecEnv | str) -> tuple[spaces.Space, spaces.Space]:
-    if isinstance(env, str):
-        probe = gym.make(env)
-        try:
-            return probe.observation_space, probe.action_space
-        finally:
-            probe.close()
+def _env_spaces(env: gym.Env | VecEnv) -> tuple[spaces.Space, spaces.Space]:
     return env.observation_space, env.action_space
 
 
@@ -172,15 +180,9 @@ def _check_spaces(
         )
 
 
-def _unwrapped_observation_space(env: gym.Env | VecEnv | str) -> spaces.Space | None:
+def _unwrapped_observation_space(env: gym.Env | VecEnv) -> spaces.Space | None:
     """The observation space of the env under its wrappers (a Dict that FlattenObservation turns into a Box)."""
     try:
-        if isinstance(env, str):
-            probe = gym.make(env)
-            try:
-                return probe.unwrapped.observation_space
-            finally:
-                probe.close()
         if hasattr(env, "get_attr"):  # a VecEnv
             return env.get_attr("unwrapped", indices=[0])[0].observation_space
         return env.unwrapped.observation_space
@@ -188,7 +190,7 @@ def _unwrapped_observation_space(env: gym.Env | VecEnv | str) -> spaces.Space | 
         return None
 
 
-def _check_key_order(data: OfflineData, env: gym.Env | VecEnv | str) -> None:
+def _check_key_order(data: OfflineData, env: gym.Env | VecEnv) -> None:
     """Data flattened from Dict observations must have the env's key order (FlattenObservation's)."""
     flattened = data.metadata.get(FLATTENED_KEYS)
     raw_space = _unwrapped_observation_space(env)
@@ -202,21 +204,9 @@ def _check_key_order(data: OfflineData, env: gym.Env | VecEnv | str) -> None:
         )
 
 
-def _env_id(env: gym.Env | VecEnv | str) -> str | None:
-    if isinstance(env, str):
-        return env
-    spec = getattr(env, "spec", None)
-    if spec is None and hasattr(env, "get_attr"):  # a VecEnv
-        try:
-            spec = env.get_attr("spec", indices=[0])[0]
-        except Exception:  # an env without the attribute: nothing to compare
-            spec = None
-    return None if spec is None else str(spec.id)
-
-
-def _check_env_id(source: str | None, data_env_id: str | None, env: gym.Env | VecEnv | str) -> None:
+def _check_env_id(source: str | None, data_env_id: str | None, env: gym.Env | VecEnv) -> None:
     """Warn when the dataset was recorded in another env than the one it is used with (same spaces or not)."""
-    env_id = _env_id(env)
+    env_id = env_id_of(env)
     if data_env_id is None or env_id is None or data_env_id == env_id:
         return
     warnings.warn(
@@ -265,7 +255,7 @@ def _flatten_episode_observations(observations: Any, space: spaces.Space, keys: 
 
 def _from_minari(
     minari_dataset: minari.MinariDataset,
-    env: gym.Env | VecEnv | str | None,
+    env: gym.Env | VecEnv | None,
     *,
     gamma: float,
     flatten_observations: bool,

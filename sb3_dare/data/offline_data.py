@@ -137,13 +137,17 @@ class OfflineData:
             state are exact either way.
         :return: (N,) float32 returns-to-go
         """
-        rewards = self.rewards.astype(np.float64) * reward_scale + reward_bias
+        rewards = self.transformed_rewards(reward_scale, reward_bias)
         if reward_floor is not None:
             last = np.append(self.episode_starts[1:], len(self)) - 1
             cut = last[~self.terminations[last]]
             # the continuation after the cut enters as one more discounted step of the last transition
             rewards[cut] += gamma * reward_floor / (1.0 - gamma)
         return discounted_returns_to_go(rewards, self.episode_starts, gamma)
+
+    def transformed_rewards(self, reward_scale: float = 1.0, reward_bias: float = 0.0) -> np.ndarray:
+        """:return: (N,) float64 rewards as the algorithms use them, ``reward * reward_scale + reward_bias``"""
+        return self.rewards.astype(np.float64) * reward_scale + reward_bias
 
     def min_reward(self, reward_scale: float = 1.0, reward_bias: float = 0.0) -> float:
         """
@@ -154,7 +158,7 @@ class OfflineData:
         """
         if len(self) == 0:
             return 0.0
-        return float((self.rewards.astype(np.float64) * reward_scale + reward_bias).min())
+        return float(self.transformed_rewards(reward_scale, reward_bias).min())
 
     def fingerprint(self) -> str:
         """
@@ -235,10 +239,10 @@ class OfflineData:
                 f"Dataset {source!r} is empty: it holds no transitions. Check the dataset id or the arrays passed."
             )
         rewards = np.asarray(rewards)
-        terminations = _flags(source, "terminations", terminations, n_transitions)
-        if truncations is None:
-            truncations = np.zeros(n_transitions, dtype=bool)
-        truncations = _flags(source, "truncations", truncations, n_transitions)
+        terminations = _flags(source, "terminations", terminations)
+        truncations = (
+            np.zeros(n_transitions, dtype=bool) if truncations is None else _flags(source, "truncations", truncations)
+        )
         for name, array in (
             ("actions", actions),
             ("rewards", rewards),
@@ -429,7 +433,7 @@ def infer_episode_starts(
     return np.concatenate([[0], np.flatnonzero(ends[:-1]) + 1]).astype(np.int64)
 
 
-def _flags(source: str | None, name: str, values: Any, n_transitions: int) -> np.ndarray:
+def _flags(source: str | None, name: str, values: Any) -> np.ndarray:
     """One flag per transition: (N,), or (N, 1) as SB3's buffers store ``dones`` for one env."""
     array = np.asarray(values)
     if array.ndim == 2 and array.shape[1] == 1:
