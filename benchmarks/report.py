@@ -39,6 +39,9 @@ DIP_FRACTION = 0.2
 FINAL_LAST = 3
 MIN_SEEDS_FOR_CLAIM = 3  # fewer paired seeds never yield "beats" or "is worse than"
 BASE_OF = {"dare_iql": "iql", "dare_calql": "calql"}
+# The primary (confirmatory) comparisons test the paper's two claims (ALGORITHM.md): DARE + base beats the base after
+# fine-tuning (final score) with a smaller dip at the switch. The online AUC is reported, as a secondary comparison.
+PRIMARY_METRICS = ("final", "dip")
 DISPLAY = {"iql": "IQL", "dare_iql": "DARE_IQL", "calql": "CalQL", "dare_calql": "DARE_CalQL", "d3rlpy_iql": "d3rlpy IQL"}
 
 # ---------------------------------------------------------------------------------------------- per-run metrics
@@ -223,34 +226,63 @@ def paired_p_value(differences: np.ndarray) -> float:
     return float(2 * stats.t.sf(abs(t_statistic), len(per_seed) - 1))
 
 
-def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+def holm_adjusted(p_values: Sequence[float], family_size: int | None = None) -> list[float]:
     """
     Holm's step-down adjustment of a family of p-values (NaN entries are left out of the family and stay NaN): a
     comparison whose adjusted value is below 0.05 keeps its verdict with a 5 % chance of any false claim in the family.
 
     :param p_values: the family's raw p-values
+    :param family_size: the size of a family fixed in advance, of which ``p_values`` are the comparisons measured so
+        far; the others count as p = 1 (they rank last, so each measured p-value at rank r, from 0, is multiplied by
+        ``family_size - r``). Default: the measured ones are the family.
     :return: the adjusted p-values, in the same order
     """
     indexed = sorted((value, index) for index, value in enumerate(p_values) if np.isfinite(value))
+    size = len(indexed) if family_size is None else max(family_size, len(indexed))
     adjusted = [float("nan")] * len(p_values)
     running = 0.0
     for rank, (value, index) in enumerate(indexed):
-        running = max(running, min(1.0, (len(indexed) - rank) * value))
+        running = max(running, min(1.0, (size - rank) * value))
         adjusted[index] = running
     return adjusted
+
+
+def planned_primary_family_size(tier: str) -> int | None:
+    """
+    The number of primary comparisons a tier's plan makes (``o2o_suite.TIERS``), fixed before any result: for each DARE
+    algorithm against its base, each of :data:`PRIMARY_METRICS` on each task of the tier and over its tasks (when it
+    has several). Tier M: 2 algorithms x (3 tasks + over tasks) x 2 metrics = 16. A tier whose budgets were overridden
+    (``M-custom-<hash>``) has the plan of its tier; None for a tier the suite does not define.
+    """
+    from o2o_suite import TIERS  # the suite's plan; a neighbour script, as for the other benchmarks
+
+    plan = TIERS.get(tier.split("-custom-")[0])
+    if plan is None:
+        return None
+    n_tasks = len(plan.tasks)
+    return len(BASE_OF) * (n_tasks + (1 if n_tasks > 1 else 0)) * len(PRIMARY_METRICS)
 
 
 class Comparison:
     """
     One paired comparison's statement, rendered once the Holm adjustments are known: over all the comparisons of its
-    tier, and, for a primary one (a DARE algorithm with default settings against its base), over the primary ones.
+    tier, and, for a primary one (a DARE algorithm with default settings against its base, on one of
+    :data:`PRIMARY_METRICS`), over the tier's planned primary family.
     """
 
     def __init__(
-        self, text: str, p_value: float, prefix: str = "", scope: str = "", primary: bool = False, eligible: bool = True
+        self,
+        text: str,
+        p_value: float,
+        prefix: str = "",
+        scope: str = "",
+        primary: bool = False,
+        eligible: bool = True,
+        metric: str = "",
     ):
         self.text = text  # ends without a full stop; the rendering adds the p-values
         self.p_value = p_value
+        self.metric = metric  # "final", "auc" or "dip"
         # only comparisons that can support a claim (enough seeds) form the families: the others claim nothing
         self.eligible = eligible
         self.prefix = prefix
@@ -266,22 +298,32 @@ class Comparison:
             return f"{self.prefix}{self.text}; p = {self.p_value:.3f} (too few seeds for a claim: outside the Holm families)."
         adjusted = f"Holm-adjusted {self.adjusted['all']:.3f} over the tier's {self.family_size['all']} comparisons"
         if self.primary:
-            adjusted = f"{adjusted}, {self.adjusted['primary']:.3f} over its {self.family_size['primary']} primary ones"
+            adjusted = (
+                f"{adjusted}, {self.adjusted['primary']:.3f} over the {self.family_size['primary']} planned primary ones"
+            )
         return f"{self.prefix}{self.text}; p = {self.p_value:.3f}, {adjusted}."
 
 
-def adjust_and_render(lines: Sequence[str | Comparison]) -> tuple[list[str], dict[str, list[Comparison]]]:
+def adjust_and_render(
+    lines: Sequence[str | Comparison], primary_family_size: int | None = None
+) -> tuple[list[str], dict[str, list[Comparison]]]:
     """
-    Holm-adjust the comparisons among ``lines`` (a tier's) as two families, all of them and the primary ones, and
-    render them; other lines pass through.
+    Holm-adjust the comparisons among ``lines`` (a tier's) as two families, and render them; other lines pass through.
+    The family of all comparisons holds those that can support a claim (at least :data:`MIN_SEEDS_FOR_CLAIM` seeds);
+    the primary family is fixed by the tier's plan (:func:`planned_primary_family_size`), the primary comparisons not
+    yet measured with enough seeds counting as p = 1, so that adding results cannot choose the family.
 
+    :param lines: a tier's lines
+    :param primary_family_size: the planned size of the primary family (None: the primary comparisons measured)
     :return: the rendered lines, and per family (``"all"``, ``"primary"``) its comparisons with an adjusted p < 0.05
     """
     everything = [line for line in lines if isinstance(line, Comparison) and line.eligible and np.isfinite(line.p_value)]
     kept: dict[str, list[Comparison]] = {}
-    for name, family in (("all", everything), ("primary", [c for c in everything if c.primary])):
-        for comparison, adjusted in zip(family, holm_adjusted([c.p_value for c in family]), strict=True):
-            comparison.adjusted[name], comparison.family_size[name] = adjusted, len(family)
+    families = (("all", everything, None), ("primary", [c for c in everything if c.primary], primary_family_size))
+    for name, family, planned in families:
+        size = len(family) if planned is None else max(planned, len(family))
+        for comparison, adjusted in zip(family, holm_adjusted([c.p_value for c in family], size), strict=True):
+            comparison.adjusted[name], comparison.family_size[name] = adjusted, size
         kept[name] = [c for c in family if c.adjusted[name] < 0.05]
     rendered = [line.render() if isinstance(line, Comparison) else line for line in lines]
     return rendered, kept
@@ -295,7 +337,7 @@ def _is_primary(key: tuple[str, str], reference: tuple[str, str]) -> bool:
 def _tagged(statements: list[str | Comparison], scope: str, primary: bool) -> list[str | Comparison]:
     for statement in statements:
         if isinstance(statement, Comparison):
-            statement.scope, statement.primary = scope, primary
+            statement.scope, statement.primary = scope, primary and statement.metric in PRIMARY_METRICS
     return statements
 
 
@@ -523,7 +565,7 @@ def paired_verdicts(
         direction = "" if higher_is_better else " (lower is better)"
         seeds_text = _plural(len(diffs), "seed")
         text = f"{verdict} on {name}{direction}: mean paired difference {mean:+.1f} {interval} over {seeds_text}"
-        lines.append(Comparison(text, paired_p_value(diffs), eligible=len(diffs) >= MIN_SEEDS_FOR_CLAIM))
+        lines.append(Comparison(text, paired_p_value(diffs), eligible=len(diffs) >= MIN_SEEDS_FOR_CLAIM, metric=metric))
     if len(seeds) < MIN_SEEDS_FOR_CLAIM:
         lines.append(
             f"{_plural(len(seeds), 'paired seed')} cannot show a difference, so no claim either way is made "
@@ -694,8 +736,8 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
         "95 % with 3-5 seeds); a comparison says 'beats' or 'is worse than' only with at least 3 seeds and an interval "
         "that excludes 0. Each interval holds for its own comparison, so among many a few exclude 0 by chance: every "
         "comparison also gives its paired t-test p-value and Holm's adjustment over the tier's comparisons that have "
-        "enough seeds for a claim (and, for DARE against its base, over those primary comparisons), and each tier "
-        "starts with what survives them. "
+        "enough seeds for a claim (and, for DARE against its base on final score and dip, over the tier's primary "
+        "family, fixed by its plan), and each tier starts with what survives them. "
         "The IQM intervals' ends move by up to about 2 points between bootstrap seeds, and with 5 seeds the percentile "
         "bootstrap covers nearer 90 % than 95 %. "
         "Metrics: offline score = last offline evaluation; final = mean of the last 3 online evaluations; dip = offline "
@@ -738,19 +780,28 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
                         tier_lines += [f"![exchange diagnostics of {label(*key)}]({figure})", ""]
         # in task order (not the order the JSONs were read in), so that the stratified bootstrap is reproducible
         tier_lines += _over_tasks({task: grouped[tier][task] for task in sorted(grouped[tier])}, reps)
-        rendered, kept = adjust_and_render(tier_lines)
+        planned = planned_primary_family_size(tier)
+        rendered, kept = adjust_and_render(tier_lines, planned)
         compared = [
             line for line in tier_lines if isinstance(line, Comparison) and line.eligible and np.isfinite(line.p_value)
         ]
         lines += [f"## Tier {tier}", "", "Conditions:", "", *_conditions(tier_results), ""]
         if compared:
             n_primary = sum(c.primary for c in compared)
+            size = len(compared) if planned is None else max(planned, n_primary)
+            plan = (
+                f"{size}, fixed by the tier's plan, not by which results exist: for each DARE algorithm against its base, the "
+                "final score and the dip (the paper's two claims) on each task and over the tasks; "
+                f"{n_primary} of them measured with enough seeds so far, the others counting as p = 1"
+                if planned is not None
+                else f"{size}: the final score and dip of a DARE algorithm against its base"
+            )
             lines += [
                 f"Multiple comparisons: this tier makes {len(compared)} paired comparisons with enough seeds for a claim "
-                f"(at least {MIN_SEEDS_FOR_CLAIM}), each with its own p-value below, {n_primary} of them primary (a DARE "
-                "algorithm with default settings against its base). Holm's "
-                "adjustment keeps the chance of any false claim within a family at 5 %. Over all of them, these keep "
-                f"p < 0.05: {_survivors(kept['all'])}. Over the primary ones: {_survivors(kept['primary'])}.",
+                f"(at least {MIN_SEEDS_FOR_CLAIM}), each with its own p-value below. The primary family has {plan}. "
+                "Holm's adjustment keeps the chance of any false claim within a family at 5 %. Over all the "
+                f"comparisons, these keep p < 0.05: {_survivors(kept['all'])}. Over the primary family: "
+                f"{_survivors(kept['primary'])}.",
                 "",
             ]
         lines += rendered
@@ -833,7 +884,7 @@ def _paired_over_tasks(
             f"{verdict} on {name}{direction} over {len(tasks)} tasks x {len(seeds)} seeds: "
             f"mean paired difference {mean:+.1f} [{low:+.1f}, {high:+.1f}] (t interval over the seeds' means over tasks)"
         )
-        lines.append(Comparison(text, paired_p_value(table)))
+        lines.append(Comparison(text, paired_p_value(table), metric=metric))
     return lines
 
 

@@ -314,6 +314,24 @@ def test_p_values_and_holm_adjustment():
     assert lines[1] == "- X beats Y on final score; p = 0.001, Holm-adjusted 0.002 over the tier's 2 comparisons."
 
 
+def test_primary_family_is_fixed_by_the_plan():
+    # tier M's plan: (dare_iql, dare_calql) x (3 tasks + over tasks) x (final, dip); tier S has one task
+    assert report.planned_primary_family_size("M") == 16 == report.planned_primary_family_size("M-custom-1a2b")
+    assert report.planned_primary_family_size("S") == 4
+    assert report.planned_primary_family_size("unknown") is None
+    # comparisons not yet measured count as p = 1: with 2 of 5 measured the multipliers are 5 and 4
+    assert report.holm_adjusted([0.01, 0.02], family_size=5) == pytest.approx([0.05, 0.08])
+    assert report.holm_adjusted([0.01, 0.02], family_size=1) == pytest.approx([0.02, 0.02])  # never below measured
+    final = report.Comparison("A beats B on final score", 0.004, metric="final")
+    auc = report.Comparison("A beats B on online AUC", 0.001, metric="auc")
+    report._tagged([final, auc], "hopper", primary=True)
+    assert final.primary and not auc.primary  # the online AUC is secondary: the paper claims final score and dip
+    lines, kept = report.adjust_and_render([final, auc], primary_family_size=16)
+    assert final.family_size == {"all": 2, "primary": 16} and final.adjusted["primary"] == pytest.approx(0.064)
+    assert kept["primary"] == [] and kept["all"] == [final, auc]
+    assert lines[0].endswith("0.064 over the 16 planned primary ones.")
+
+
 def test_roofline_uses_the_best_gemm_of_the_run():
     speed = _load("speed")
     flops, rates = {"iql": 0.5e9, "calql": 7e9}, {"iql": 120.0, "calql": 16.0}
