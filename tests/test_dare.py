@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -271,6 +272,43 @@ def test_end_to_end_learn_log_save_load_continue(pendulum_balance_dataset, tmp_p
     np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
     loaded.learn(20)  # offline data re-attached and re-scored, no refit, no second offline phase
     assert loaded.offline_updates == 20 and not np.isnan(loaded.replay_buffer.offline_scores).any()
+
+
+def test_scores_of_other_settings_are_discarded_after_load(pendulum_balance_dataset, tmp_path):
+    # a buffer saved with its scores, loaded into a model with another guidance scale: the old scores would mix two
+    # scales in the exchange's Gaussian fits, so every transition is scored again with the new setting
+    model = make_dare(pendulum_balance_dataset, guidance_scale=1.0, exchange_warmup=False)
+    model.learn(40)
+    model.replay_buffer.flush_scores()
+    old_offline = model.replay_buffer.offline_scores.copy()
+    model.save(tmp_path / "dare")
+    model.save_replay_buffer(tmp_path / "buffer")
+
+    def count_scored(loaded: DARE_IQL) -> list[int]:
+        scored: list[int] = []
+        score = loaded._score_numpy
+        loaded._score_numpy = lambda observations, actions: scored.append(len(observations)) or score(observations, actions)
+        return scored
+
+    same = DARE_IQL.load(tmp_path / "dare", env=gym.make(ENV_ID))
+    same.load_replay_buffer(tmp_path / "buffer")
+    scored = count_scored(same)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # same settings: the cached scores are kept, no warning
+        same.learn(5, reset_num_timesteps=False)
+    same.replay_buffer.flush_scores()
+    assert sum(scored) == 5  # only the new transitions
+    np.testing.assert_array_equal(same.replay_buffer.offline_scores, old_offline)
+
+    loaded = DARE_IQL.load(tmp_path / "dare", env=gym.make(ENV_ID), guidance_scale=3.0)
+    loaded.load_replay_buffer(tmp_path / "buffer")
+    scored = count_scored(loaded)
+    with pytest.warns(UserWarning, match=r"guidance_scale 1\.0 -> 3\.0.*scored again"):
+        loaded.learn(5, reset_num_timesteps=False)
+    loaded.replay_buffer.flush_scores()
+    assert sum(scored) == len(old_offline) + 40 + 5  # every offline and online transition, with the new setting
+    assert loaded.score_provenance["guidance_scale"] == 3.0
+    assert not np.isnan(loaded.replay_buffer.offline_scores).any()
 
 
 def test_plot_exchange_reads_the_newest_log_and_names_missing_keys(tmp_path):

@@ -250,15 +250,50 @@ class DAREMixin(O2OAlgorithm):
     def _on_offline_phase_end(self) -> None:
         super()._on_offline_phase_end()
         self.fit_behavior_model(progress_bar=self._show_progress)
-        self.score_provenance = {
+        self.score_provenance = {**self._score_settings(), "offline_updates_when_fitted": self.offline_updates}
+        self._attach_score_function()
+
+    def _score_settings(self) -> dict[str, Any]:
+        """The settings that determine a transition's score, given the (frozen) behaviour model."""
+        return {
             "behavior_model": self.behavior_model,
             "guidance_scale": self.effective_guidance_scale,
             "n_reference_samples": self.n_reference_samples,
             "score_reduction": self.score_reduction,
             "score_sigma": self.score_sigma,
-            "offline_updates_when_fitted": self.offline_updates,
         }
-        self._attach_score_function()
+
+    def _discard_scores_of_other_settings(self) -> None:
+        """
+        After ``load()`` with other scoring settings (e.g. ``load(path, guidance_scale=3.0)``), the scores cached in a
+        loaded replay buffer came from the old ones: they are discarded and computed again, so that one buffer never
+        mixes two score scales in the exchange's Gaussian fits.
+        """
+        settings = self._score_settings()
+        changed = {
+            key: (self.score_provenance[key], value)
+            for key, value in settings.items()
+            if key in self.score_provenance and self.score_provenance[key] != value
+        }
+        if not changed:
+            return
+        buffer = self.replay_buffer
+        stored = (buffer.offline_scores is not None and not np.isnan(buffer.offline_scores).all()) or not np.isnan(
+            buffer.online_scores[: buffer.size()]
+        ).all()
+        if stored:
+            described = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            warnings.warn(
+                f"The cached alignment scores were computed with other settings ({described}); they are discarded and "
+                "every transition is scored again with the current ones.",
+                stacklevel=3,
+            )
+            if buffer.offline_scores is not None:
+                buffer.offline_scores[:] = np.nan
+            buffer.online_scores[:] = np.nan
+            if buffer.score_function is not None:  # settings changed in place: score everything again now
+                buffer.set_score_function(buffer.score_function)
+        self.score_provenance = {**self.score_provenance, **settings}
 
     def _attach_score_function(self) -> None:
         if self.score_mode == "cached" and self.replay_buffer.score_function is None:
@@ -269,6 +304,7 @@ class DAREMixin(O2OAlgorithm):
         if self.offline_phase_done:
             # after load(): the behaviour model is restored; scores missing from the buffer are computed now
             self._freeze_behavior()
+            self._discard_scores_of_other_settings()
             self._attach_score_function()
 
     # ------------------------------------------------------------------ scores and exchange
