@@ -119,6 +119,18 @@ def test_the_posterior_mask_reaches_the_update_and_waits_for_the_warm_up(pendulu
     assert th.equal(masks[0], th.nonzero(~expected).squeeze(-1))  # the online-like objective got the posterior's rows
 
 
+def test_the_warm_up_leaves_the_score_moving_averages_alone(pendulum_balance_dataset):
+    # with score_ema, the warm-up's fits (a few online transitions drawn again and again) do not seed the averages
+    dare = make_dare(pendulum_balance_dataset, behavior_model=FixedBehavior(4, 1), exchange_warmup=True, score_ema=0.9)
+    dare.learn(5)  # fewer online transitions than a batch (32): the warm-up
+    batch = random_batch()
+    dare._offline_like_mask(batch)
+    assert th.isnan(dare._moments_ema.state).all()
+    dare.exchange_warmup = False
+    dare._offline_like_mask(batch)
+    assert th.isfinite(dare._moments_ema.state).all()
+
+
 def test_dare_iql_losses_match_direct_computation(pendulum_balance_dataset):
     # ALGORITHM.md, DARE_IQL: the value loss on all samples; the AWR actor term on offline-like samples; Q targets
     # r + gamma (1 - d) V(s') for offline-like and r + gamma (1 - d) (min_k Qbar_k(s', a') - alpha log pi(a'|s'))

@@ -339,16 +339,18 @@ class DAREMixin(O2OAlgorithm):
             scores = replay_data.scores
         else:
             scores = self.score_transitions(replay_data.observations, replay_data.actions)
-        rule = self.exchange
+        rule, moments_ema = self.exchange, self._moments_ema
         if self.exchange_warmup and self.replay_buffer.size() * self.replay_buffer.n_envs < self.batch_size:
-            rule = "origin"
+            # the first online transitions, drawn again and again, make poor fits: the origin rule decides, and the
+            # moving averages start from the first batch with a full online part
+            rule, moments_ema = "origin", None
         result = exchange(
             scores,
             replay_data.is_offline,
             rule=rule,
             sigma_floor=self.sigma_floor,
             quantile=self.exchange_quantile,
-            moments_ema=self._moments_ema,
+            moments_ema=moments_ema,
         )
         self._exchange_metrics = result.metrics()
         return result.offline_like
