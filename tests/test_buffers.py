@@ -101,6 +101,36 @@ def test_reward_scale_and_bias_apply_to_rewards_and_returns():
     assert (buffer.sample(16).rewards == 5.0).all()
 
 
+def test_return_range_reward_scale():
+    # IQL's locomotion setting: the scale makes the dataset's episode returns span 1000; online rewards and every
+    # MC return use the same number
+    rng = np.random.default_rng(1)
+    n, length = 100, 10
+    obs = rng.normal(size=(n + 1, 3))
+    rewards = np.repeat(np.arange(10.0), length) * 0.1  # episode k returns k (all rewards 0.1 k)
+    data = OfflineData.from_arrays(
+        obs[:-1], rng.uniform(-1, 1, (n, 2)), rewards, obs[1:], np.zeros(n, dtype=bool),
+        episode_starts=np.arange(0, n, length), source="unit-test",
+    )  # fmt: skip
+    assert data.return_range_scale() == pytest.approx(1000.0 / 9.0)
+    buffer = make_buffer(gamma=0.5, reward_scale="return_range", reward_bias=-1.0)
+    with pytest.raises(ValueError, match="attach the offline data"):
+        buffer.sample(4)
+    buffer.attach_offline_data(data)
+    scale = 1000.0 / 9.0
+    assert buffer.reward_scale == pytest.approx(scale) and buffer.reward_scale_setting == "return_range"
+    np.testing.assert_allclose(buffer.offline_mc_returns, data.discounted_returns(0.5, scale, -1.0), rtol=1e-6)
+    add_steps(buffer, 2, dones=[[False], [True]])  # online rewards 1
+    np.testing.assert_allclose(buffer.online_mc_returns[:2, 0], [(scale - 1) * 1.5, scale - 1], rtol=1e-6)
+    batch = buffer.sample(64)
+    online = ~batch.is_offline
+    np.testing.assert_allclose(batch.rewards[online].numpy(), scale - 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"its 10 episodes all return 10\)"):
+        make_offline().return_range_scale()  # every episode returns 10: no range to scale
+    with pytest.raises(ValueError, match="reward_scale must be a finite number or 'return_range'"):
+        make_buffer(reward_scale="returns")
+
+
 def test_ring_wraps_and_long_episode_is_clamped():
     buffer = make_buffer(buffer_size=4, gamma=1.0)
     add_steps(buffer, 6, dones=[[False]] * 5 + [[True]])

@@ -449,3 +449,21 @@ def test_torch_compile_gives_the_eager_losses_and_gradients(pendulum_balance_dat
     assert len(grads) == len(eager_grads) > 0
     for grad, eager_grad in zip(grads, eager_grads, strict=True):
         th.testing.assert_close(grad, eager_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_return_range_reward_scale_end_to_end(pendulum_balance_dataset, tmp_path):
+    # the IQL reference's locomotion setting: resolved from the dataset when it is attached, the same after load()
+    model = IQL(
+        "MlpPolicy", ENV_ID, dataset=pendulum_balance_dataset, reward_scale="return_range", **{**TINY, "offline_steps": 5}
+    )
+    model.learn(5)
+    data = load_offline_data(pendulum_balance_dataset)
+    expected = 1000.0 / float(data.episode_returns.max() - data.episode_returns.min())
+    assert model.reward_scale == "return_range" and model.replay_buffer.reward_scale == pytest.approx(expected)
+    batch = model.replay_buffer.sample(32)
+    online = ~batch.is_offline
+    np.testing.assert_allclose(batch.rewards[online].numpy(), expected, rtol=1e-6)  # InvertedPendulum rewards are 1
+    model.save(tmp_path / "iql")
+    loaded = IQL.load(tmp_path / "iql", env=gym.make(ENV_ID))
+    loaded.learn(3, reset_num_timesteps=False)
+    assert loaded.replay_buffer.reward_scale == pytest.approx(expected)

@@ -46,7 +46,7 @@ DARE_PARAMS = [
 ALGO_PARAMS = {
     "iql": [],
     "calql": ["cql_n_actions:2", "batch_size:32", "offline_steps:100"],
-    "dare_iql": DARE_PARAMS,
+    "dare_iql": [*DARE_PARAMS, "reward_scale:'return_range'"],  # a string option through RL Zoo's -params
     "dare_calql": ["cql_n_actions:2", "batch_size:32", "offline_steps:100", *DARE_PARAMS],
 }
 

@@ -131,7 +131,7 @@ class CalQL(O2OAlgorithm):
     :param offline_ratio: fraction of each online-phase batch drawn from the offline data
     :param normalize_observations: normalise observations with the offline dataset's mean and std
     :param reward_scale: rewards (and MC returns) use ``reward * reward_scale + reward_bias`` (AntMaze in the
-        reference: scale 10, bias -5)
+        reference: scale 10, bias -5); ``"return_range"``: the scale that makes the dataset's episode returns span 1000
     :param reward_bias: see ``reward_scale``
     :param offline_log_interval: dump the ``offline/*`` logs every this many offline updates
     :param offline_eval_freq: evaluate every this many offline updates (0: never)
@@ -187,7 +187,7 @@ class CalQL(O2OAlgorithm):
         gradient_steps: int = 1,
         offline_ratio: float = 0.5,
         normalize_observations: bool = True,
-        reward_scale: float = 1.0,
+        reward_scale: float | str = 1.0,
         reward_bias: float = 0.0,
         offline_log_interval: int = 1000,
         offline_eval_freq: int = 10_000,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -41,6 +42,21 @@ class OfflineOnlineSamples(NamedTuple):
 TRUNCATED_RETURNS = ("partial", "reward_floor")
 
 
+# reward_scale="return_range": rewards scaled so that the dataset's episode returns span this much (IQL's locomotion
+# setting: Kostrikov et al.'s 1000 / (max return - min return); d3rlpy's ReturnBasedRewardScaler(multiplier=1000))
+RETURN_RANGE = "return_range"
+RETURN_RANGE_SPAN = 1000.0
+
+
+def check_reward_scale(value: float | str) -> None:
+    """The ``reward_scale`` option's check (the buffer's and the algorithms' constructors)."""
+    if isinstance(value, str):
+        if value != RETURN_RANGE:
+            raise ValueError(f"reward_scale must be a finite number or {RETURN_RANGE!r}, got {value!r}.")
+    elif not np.isfinite(value):
+        raise ValueError(f"reward_scale must be finite (or {RETURN_RANGE!r}), got {value}.")
+
+
 def check_truncated_returns(value: str) -> None:
     """The ``truncated_returns`` option's check (the buffer's and Cal-QL's constructors)."""
     if value not in TRUNCATED_RETURNS:
@@ -68,7 +84,9 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
     :param handle_timeout_termination: time-limit truncations do not stop bootstrapping (must stay True)
     :param offline_ratio: fraction of each batch drawn from the offline data once online data exists
     :param gamma: discount for the Monte-Carlo returns-to-go
-    :param reward_scale: sampled rewards (and returns-to-go) use ``reward * reward_scale + reward_bias``
+    :param reward_scale: sampled rewards (and returns-to-go) use ``reward * reward_scale + reward_bias``; ``"return_range"``:
+        the scale that makes the offline dataset's episode returns span 1000 (``1000 / (max - min)``, IQL's setting
+        for locomotion), computed when the data is attached and kept in ``reward_scale``
     :param reward_bias: see ``reward_scale``
     :param score_batch_size: online transitions are scored in batches of this many (a sampled transition
         that is not scored yet is scored at once)
@@ -84,6 +102,7 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
     # class defaults: a buffer pickled before these attributes existed reads them as the defaults
     truncated_returns: str = "partial"
     offline_reward_floor: float | None = None
+    reward_scale_setting: float | str | None = None  # None: the pickle's reward_scale is the setting
 
     def __init__(
         self,
@@ -96,11 +115,12 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
         handle_timeout_termination: bool = True,
         offline_ratio: float = 0.5,
         gamma: float = 0.99,
-        reward_scale: float = 1.0,
+        reward_scale: float | str = 1.0,
         reward_bias: float = 0.0,
         score_batch_size: int = 1000,
         truncated_returns: str = "partial",
     ):
+        check_reward_scale(reward_scale)
         check_truncated_returns(truncated_returns)
         if optimize_memory_usage:
             raise ValueError(
@@ -134,7 +154,9 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
         self.episode_lengths = np.zeros(self.n_envs, dtype=np.int64)
         self.offline_ratio = offline_ratio
         self.gamma = gamma
-        self.reward_scale = reward_scale
+        # the setting, and the number used: "return_range" is resolved when the offline data is attached
+        self.reward_scale_setting: float | str = reward_scale
+        self.reward_scale = math.nan if isinstance(reward_scale, str) else float(reward_scale)
         self.reward_bias = reward_bias
         self.truncated_returns = truncated_returns
         # the lowest transformed offline reward, the floor of "reward_floor" returns (None: no offline data attached)
@@ -179,6 +201,8 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
         kept_scores = (
             self.offline_scores if self.offline_scores is not None and len(self.offline_scores) == len(data) else None
         )
+        if self.reward_scale_setting == RETURN_RANGE:
+            self.reward_scale = data.return_range_scale(RETURN_RANGE_SPAN)
         self.offline_data = data
         self.offline_source = data.reference  # None for arrays: re-attaching then needs the data itself
         self.offline_observations = data.observations
@@ -323,6 +347,11 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
                 "which normalises with the offline dataset's statistics inside the policy."
             )
         online_size = self.size()
+        if math.isnan(self.reward_scale):
+            raise ValueError(
+                f"reward_scale={RETURN_RANGE!r} is computed from the offline data's episode returns: attach the offline "
+                "data (attach_offline_data) before sampling, or give a number."
+            )
         if self.n_offline == 0 and online_size == 0:
             raise ValueError("The replay buffer is empty: attach offline data or collect transitions before sampling.")
         if online_size == 0:

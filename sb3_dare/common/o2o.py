@@ -25,7 +25,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import configure_logger
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
-from sb3_dare.common.buffers import OfflineOnlineReplayBuffer, OfflineOnlineSamples
+from sb3_dare.common.buffers import RETURN_RANGE, OfflineOnlineReplayBuffer, OfflineOnlineSamples, check_reward_scale
 from sb3_dare.common.callbacks import O2OProgressBarCallback, offline_step_callbacks
 from sb3_dare.common.checkpoint import (
     ALGORITHM_KEY,
@@ -89,7 +89,8 @@ class O2OAlgorithm(OffPolicyAlgorithm):
     :param offline_ratio: fraction of each online-phase batch drawn from the offline data
     :param normalize_observations: normalise observations with the offline dataset's mean and std (kept inside
         the policy, so ``predict`` and a loaded model use it)
-    :param reward_scale: rewards are used as ``reward * reward_scale + reward_bias`` (also in MC returns)
+    :param reward_scale: rewards are used as ``reward * reward_scale + reward_bias`` (also in MC returns);
+        ``"return_range"``: the scale that makes the dataset's episode returns span 1000 (IQL's setting for locomotion)
     :param reward_bias: see ``reward_scale``
     :param offline_log_interval: dump the ``offline/*`` logs every this many offline updates
     :param offline_eval_freq: evaluate every this many offline updates (0: never)
@@ -125,7 +126,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         gradient_steps: int = 1,
         offline_ratio: float = 0.5,
         normalize_observations: bool = True,
-        reward_scale: float = 1.0,
+        reward_scale: float | str = 1.0,
         reward_bias: float = 0.0,
         offline_log_interval: int = 1000,
         offline_eval_freq: int = 10_000,
@@ -213,8 +214,14 @@ class O2OAlgorithm(OffPolicyAlgorithm):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.offline_eval_freq < 0:
             raise ValueError(f"offline_eval_freq must be >= 0 (0 disables offline evaluation), got {self.offline_eval_freq}.")
-        if not np.isfinite(self.reward_scale) or not np.isfinite(self.reward_bias):
-            raise ValueError(f"reward_scale and reward_bias must be finite, got {self.reward_scale}, {self.reward_bias}.")
+        check_reward_scale(self.reward_scale)
+        if not np.isfinite(self.reward_bias):
+            raise ValueError(f"reward_bias must be finite, got {self.reward_bias}.")
+        if self.reward_scale == RETURN_RANGE and self.dataset is None and self._dataset_object is None:
+            raise ValueError(
+                f"reward_scale={RETURN_RANGE!r} computes the scale from the offline dataset's episode returns, and "
+                f"{type(self).__name__} has no dataset: pass dataset=..., or give reward_scale as a number."
+            )
         if not callable(self.learning_rate) and not float(self.learning_rate) > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if self.replay_buffer_class is not None and not issubclass(self.replay_buffer_class, OfflineOnlineReplayBuffer):

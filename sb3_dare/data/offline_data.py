@@ -99,6 +99,23 @@ class OfflineData:
         """Undiscounted return of each episode (as stored, without reward scaling)."""
         return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)
 
+    def return_range_scale(self, span: float = 1000.0) -> float:
+        """
+        The reward scale that makes the episodes' undiscounted returns span ``span``: ``span / (max - min)`` (IQL's
+        normalisation for locomotion datasets, Kostrikov et al. 2021, with ``span`` 1000).
+
+        :param span: the range the scaled returns cover
+        :return: the scale
+        """
+        returns = self.episode_returns
+        spread = float(returns.max() - returns.min())
+        if not spread > 0:
+            raise ValueError(
+                f"Dataset {self.source!r}: reward_scale='return_range' needs episodes with different "
+                f"returns (its {self.n_episodes} episodes all return {float(returns[0]):g}); give reward_scale as a number."
+            )
+        return span / spread
+
     def normalized_score(self, returns: float | np.ndarray) -> float | np.ndarray:
         """
         D4RL-style normalised score: ``100 * (R - ref_min_score) / (ref_max_score - ref_min_score)``.

@@ -65,7 +65,9 @@ class IQL(O2OAlgorithm):
     :param offline_ratio: fraction of each online-phase batch drawn from the offline data
     :param normalize_observations: normalise observations with the offline dataset's mean and std (kept inside
         the policy, so ``predict`` and a loaded model use it)
-    :param reward_scale: rewards are used as ``reward * reward_scale + reward_bias`` (also in MC returns)
+    :param reward_scale: rewards are used as ``reward * reward_scale + reward_bias`` (also in MC returns);
+        ``"return_range"``: the scale that makes the dataset's episode returns span 1000, the IQL reference's setting
+        for locomotion datasets (``model.replay_buffer.reward_scale`` holds the number once the data is attached)
     :param reward_bias: see ``reward_scale``
     :param offline_log_interval: dump the ``offline/*`` logs every this many offline updates
     :param offline_eval_freq: evaluate every this many offline updates (0: never)
@@ -110,7 +112,7 @@ class IQL(O2OAlgorithm):
         gradient_steps: int = 1,
         offline_ratio: float = 0.5,
         normalize_observations: bool = True,
-        reward_scale: float = 1.0,
+        reward_scale: float | str = 1.0,
         reward_bias: float = 0.0,
         offline_log_interval: int = 1000,
         offline_eval_freq: int = 10_000,
