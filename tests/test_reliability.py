@@ -143,6 +143,35 @@ def test_checkpoint_points_and_files(pendulum_balance_dataset, tmp_path):
     assert manifest["sizes"]["replay_buffer"] < 100_000
 
 
+@pytest.mark.parametrize("algorithm", [IQL, DARE_IQL])
+def test_resuming_before_the_first_env_step_is_the_same_run(pendulum_balance_dataset, tmp_path, algorithm):
+    # checkpoints of the offline phase and of its end come before any env step: resumed, the env is seeded as the
+    # original run's was, and the run ends bit-identical to the uninterrupted one (the env's reset noise included)
+    folder = tmp_path / "ck"
+    reference = make_model(algorithm, pendulum_balance_dataset, offline_steps=20)
+    reference.learn(30, callback=O2OCheckpointCallback(save_freq=10, save_path=folder, keep_last=10))
+    entries = [entry for entry in read_manifest(folder)["history"] if entry["num_timesteps"] == 0]
+    assert [entry["offline_updates"] for entry in entries] == [10, 20, 20]  # offline 10, 20, then the phase end
+    for entry in entries:
+        resumed = load_checkpoint(folder, sequence=entry["sequence"], env=gym.make(ENV_ID))
+        resumed.learn(30, reset_num_timesteps=False)
+        assert_same_state(reference.get_parameters(), resumed.get_parameters(), f"checkpoint {entry['sequence']}")
+        np.testing.assert_array_equal(reference.replay_buffer.observations, resumed.replay_buffer.observations)
+
+
+def test_continuing_learn_keeps_the_episode_in_progress(pendulum_balance_dataset):
+    # learn(n, reset_num_timesteps=False) on a live model: SB3 does not reset the env, so the running episode goes on
+    # and its transitions get their Monte-Carlo returns when it ends, as in one learn() call
+    whole = make_model(IQL, pendulum_balance_dataset, offline_steps=10)
+    whole.learn(60)
+    split = make_model(IQL, pendulum_balance_dataset, offline_steps=10)
+    split.learn(22)
+    assert split.replay_buffer.episode_lengths[0] > 0  # the split falls inside an episode
+    split.learn(38, reset_num_timesteps=False)
+    np.testing.assert_array_equal(whole.replay_buffer.online_mc_returns, split.replay_buffer.online_mc_returns)
+    assert_same_state(whole.get_parameters(), split.get_parameters())
+
+
 def test_failed_save_keeps_the_previous_checkpoint_and_leaves_nothing(pendulum_balance_dataset, tmp_path, monkeypatch):
     folder = tmp_path / "ck"
     callback = O2OCheckpointCallback(save_freq=10, save_path=folder)

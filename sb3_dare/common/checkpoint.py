@@ -690,8 +690,13 @@ def load_checkpoint(
     model._set_rng_states(state["rng"])
     model._set_checkpoint_extra_state(state.get("extra", {}))
     if model.env is not None and model.seed is not None:
-        # a new episode, not the first episode of the original run again
-        model.env.seed(int(model.seed) + int(model.num_timesteps) + int(model.offline_updates))
+        if model.num_timesteps == 0:
+            # no env step yet (a checkpoint of the offline phase or of its end): the env is seeded as the original run's
+            # was, so its first episode is the one the uninterrupted run plays, and the resumed run is the same run
+            model.env.seed(int(model.seed))
+        else:
+            # a new episode, not the first episode of the original run again
+            model.env.seed(int(model.seed) + int(model.num_timesteps) + int(model.offline_updates))
     model._checkpoint_total_timesteps = int(entry.get("total_timesteps", 0))
     return model
 

@@ -538,8 +538,12 @@ class O2OAlgorithm(OffPolicyAlgorithm):
             progress = O2OProgressBarCallback(offline_steps=offline_remaining, online_steps=total_timesteps)
             callback = _with_callback(callback, progress)
         run_name = tb_log_name or self.saved_algorithm_name()
+        # SB3 resets the env only on these conditions; otherwise the episodes in progress go on, and so must the
+        # buffer's record of them (their Monte-Carlo returns are written when they end)
+        env_reset = reset_num_timesteps or self._last_obs is None
         total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps, run_name, False)
-        self.replay_buffer.start_new_episodes()
+        if env_reset:
+            self.replay_buffer.start_new_episodes()
         self._prepare_offline_data()
         callback.on_training_start(locals(), globals())
         if not self._run_offline_phase(offline_remaining, callback):
