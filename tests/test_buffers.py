@@ -131,6 +131,31 @@ def test_return_range_reward_scale():
         make_buffer(reward_scale="returns")
 
 
+def test_a_loaded_buffer_scores_its_waiting_transitions_as_the_live_one_would(tmp_path):
+    # transitions waiting for their score across the ring's wrap point: after pickling, the algorithm sets the score
+    # function again; the waiting ones are queued in the order they entered and scored in the same batch as in the
+    # live buffer (the score of a transition depends on its batch's random draws)
+    def run(reload: bool) -> list[list[float]]:
+        batches: list[list[float]] = []
+
+        def score(observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
+            batches.append(observations[:, 0].tolist())
+            return observations[:, 0].copy()
+
+        buffer = make_buffer(buffer_size=5, score_batch_size=4)
+        buffer.set_score_function(score)
+        add_steps(buffer, 7)  # steps 0-3 scored at once; 4, 5 and 6 (rows 4, 0, 1) wait
+        if reload:
+            save_to_pkl(tmp_path / "buffer.pkl", buffer)
+            buffer = load_from_pkl(tmp_path / "buffer.pkl")
+            buffer.set_score_function(score)
+        add_steps(buffer, 1, start=7.0)  # the fourth waiting transition: one batch
+        return batches
+
+    assert run(reload=False) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert run(reload=True) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
 def test_ring_wraps_and_long_episode_is_clamped():
     buffer = make_buffer(buffer_size=4, gamma=1.0)
     add_steps(buffer, 6, dones=[[False]] * 5 + [[True]])

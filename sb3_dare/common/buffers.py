@@ -240,9 +240,11 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
 
     def set_score_function(self, score_function: ScoreFunction | None) -> None:
         """
-        Set the function that gives each transition its alignment score when it enters the buffer, and score
-        every stored transition that has no score yet (the offline data in large batches, then the online part).
-        Scores already present (for example loaded with the buffer) are kept.
+        Set the function that gives each transition its alignment score when it enters the buffer, and score the
+        offline transitions that have no score yet. Online transitions without a score (for example in a loaded
+        buffer) are queued oldest first, as they were when they entered: they are scored, like new ones, when
+        ``score_batch_size`` of them wait or one of them is sampled, so a resumed run scores them in the same batches
+        and with the same random draws as the run it continues. Scores already present are kept.
 
         :param score_function: ``f(observations, actions) -> scores`` on float32 numpy batches, or None
         """
@@ -256,8 +258,13 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
                 self.offline_scores = self._score(self.offline_observations, self.offline_actions)
             elif len(missing):
                 self.offline_scores[missing] = self._score(self.offline_observations[missing], self.offline_actions[missing])
-        self._pending_scores = np.flatnonzero(np.isnan(self.online_scores[: self.size()].reshape(-1))).tolist()
-        self.flush_scores()
+        unscored = np.flatnonzero(np.isnan(self.online_scores[: self.size()].reshape(-1)))
+        rows, envs = np.divmod(unscored, self.n_envs)
+        # the ring's oldest row is pos once it is full: queue by age, then env, the order in which add() queued them
+        age = (rows - self.pos) % self.buffer_size if self.full else rows
+        self._pending_scores = unscored[np.argsort(age * self.n_envs + envs, kind="stable")].tolist()
+        if len(self._pending_scores) >= self.score_batch_size:
+            self.flush_scores()
 
     def _score(self, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
         assert self.score_function is not None
