@@ -156,6 +156,24 @@ def test_a_loaded_buffer_scores_its_waiting_transitions_as_the_live_one_would(tm
     assert run(reload=True) == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
+def test_offline_scores_stay_with_their_dataset():
+    # scores travel with a pickled buffer; re-attached to data of the same size but other content (the same id under
+    # another MINARI_DATASETS_PATH, say) they would be another dataset's scores: discarded, with a warning
+    data = make_offline()
+    buffer = make_buffer()
+    buffer.attach_offline_data(data)
+    buffer.set_score_function(lambda observations, actions: observations[:, 0].copy())
+    scores = buffer.offline_scores.copy()
+    buffer.attach_offline_data(make_offline())  # the same content again: the scores are kept
+    np.testing.assert_array_equal(buffer.offline_scores, scores)
+    other = make_offline()
+    other.rewards[0] += 1.0
+    buffer.score_function = None
+    with pytest.warns(UserWarning, match="belong to another dataset of the same size"):
+        buffer.attach_offline_data(other)
+    assert np.isnan(buffer.offline_scores).all() and buffer.offline_data_fingerprint == other.fingerprint()
+
+
 def test_ring_wraps_and_long_episode_is_clamped():
     buffer = make_buffer(buffer_size=4, gamma=1.0)
     add_steps(buffer, 6, dones=[[False]] * 5 + [[True]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -467,3 +468,21 @@ def test_return_range_reward_scale_end_to_end(pendulum_balance_dataset, tmp_path
     loaded = IQL.load(tmp_path / "iql", env=gym.make(ENV_ID))
     loaded.learn(3, reset_num_timesteps=False)
     assert loaded.replay_buffer.reward_scale == pytest.approx(expected)
+
+
+def test_training_on_other_data_after_load_is_reported(pendulum_balance_dataset, tmp_path):
+    data = load_offline_data(pendulum_balance_dataset)
+    model = IQL("MlpPolicy", ENV_ID, dataset=data, **{**TINY, "offline_steps": 5})
+    model.learn(5)
+    assert model.offline_data_fingerprint == data.fingerprint()
+    model.save(tmp_path / "iql")
+    same = IQL.load(tmp_path / "iql", env=gym.make(ENV_ID), dataset=load_offline_data(pendulum_balance_dataset))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        same.learn(3, reset_num_timesteps=False)
+    other = load_offline_data(pendulum_balance_dataset)
+    other.rewards[:] = 0.0
+    changed = IQL.load(tmp_path / "iql", env=gym.make(ENV_ID), dataset=other)
+    with pytest.warns(UserWarning, match="was trained on other offline data"):
+        changed.learn(3, reset_num_timesteps=False)
+    assert changed.offline_data_fingerprint == other.fingerprint()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -103,6 +104,7 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
     truncated_returns: str = "partial"
     offline_reward_floor: float | None = None
     reward_scale_setting: float | str | None = None  # None: the pickle's reward_scale is the setting
+    offline_data_fingerprint: str | None = None  # the content fingerprint of the attached data (and of its scores)
 
     def __init__(
         self,
@@ -198,9 +200,19 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
             )
         if data.action_dim != self.action_dim:
             raise ValueError(f"Offline data has {data.action_dim}-dim actions, the buffer expects {self.action_dim}.")
-        kept_scores = (
-            self.offline_scores if self.offline_scores is not None and len(self.offline_scores) == len(data) else None
-        )
+        fingerprint = data.fingerprint()
+        kept_scores = None
+        if self.offline_scores is not None and len(self.offline_scores) == len(data):
+            if self.offline_data_fingerprint in (None, fingerprint):  # None: pickled before fingerprints were kept
+                kept_scores = self.offline_scores
+            elif not np.isnan(self.offline_scores).all():
+                warnings.warn(
+                    f"The buffer's offline scores belong to another dataset of the same size (content fingerprint "
+                    f"{self.offline_data_fingerprint}, this one {fingerprint}): they are discarded and the data is scored "
+                    "again.",
+                    stacklevel=2,
+                )
+        self.offline_data_fingerprint = fingerprint
         if self.reward_scale_setting == RETURN_RANGE:
             self.reward_scale = data.return_range_scale(RETURN_RANGE_SPAN)
         self.offline_data = data

@@ -177,6 +177,8 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         # progress of the offline phase (saved with the model)
         self.offline_updates = 0
         self.offline_phase_done = False
+        # the content fingerprint of the offline data it trains on (saved: training on other data later is reported)
+        self.offline_data_fingerprint: str | None = None
         # not saved: objects and runtime state
         self._offline_data: OfflineData | None = None
         self._dataset_object: Any = None
@@ -336,6 +338,16 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         data = self._load_offline_data(self.env)
         if self.replay_buffer.offline_data is not data:
             self.replay_buffer.attach_offline_data(data)
+            fingerprint = self.replay_buffer.offline_data_fingerprint
+            if self.offline_data_fingerprint not in (None, fingerprint):
+                warnings.warn(
+                    f"This {type(self).__name__} was trained on other offline data than {data.source!r} holds now "
+                    f"(content fingerprint {self.offline_data_fingerprint}, now {fingerprint}: another "
+                    "MINARI_DATASETS_PATH, a rebuilt dataset or another dataset=...). Training continues on the new data, "
+                    "so a resumed run is not the run it continues.",
+                    stacklevel=3,
+                )
+            self.offline_data_fingerprint = fingerprint
         normalizer = self.policy.observation_normalizer
         if self.normalize_observations and not bool(normalizer.initialized):
             mean, std = data.observation_statistics()
