@@ -119,6 +119,17 @@ def test_the_posterior_mask_reaches_the_update_and_waits_for_the_warm_up(pendulu
     assert th.equal(masks[0], th.nonzero(~expected).squeeze(-1))  # the online-like objective got the posterior's rows
 
 
+def test_save_and_load_keep_the_score_moving_averages(pendulum_balance_dataset, tmp_path):
+    model = make_dare(pendulum_balance_dataset, behavior_model="gaussian", exchange_warmup=False, score_ema=0.9)
+    model.learn(10)
+    state = model._moments_ema.state.clone()
+    assert th.isfinite(state).all()
+    model.save(tmp_path / "dare")
+    loaded = DARE_IQL.load(tmp_path / "dare", env=gym.make(ENV_ID))
+    assert th.equal(loaded._moments_ema.state, state)
+    assert DARE_IQL.load(tmp_path / "dare", env=gym.make(ENV_ID), score_ema=None)._moments_ema is None
+
+
 def test_the_warm_up_leaves_the_score_moving_averages_alone(pendulum_balance_dataset):
     # with score_ema, the warm-up's fits (a few online transitions drawn again and again) do not seed the averages
     dare = make_dare(pendulum_balance_dataset, behavior_model=FixedBehavior(4, 1), exchange_warmup=True, score_ema=0.9)

@@ -174,6 +174,9 @@ class DAREMixin(O2OAlgorithm):
                 **self.behavior_kwargs,
             ).to(self.device)
         self._moments_ema = ScoreMomentsEMA(self.score_ema, self.device) if self.score_ema is not None else None
+        saved_moments = getattr(self, "score_moments_ema_state", None)  # from a loaded zip (see save())
+        if self._moments_ema is not None and saved_moments is not None:
+            self._moments_ema.state = th.tensor(saved_moments, dtype=th.float32, device=self.device)
         self._score_generator = th.Generator(device=self.device)
         self._score_generator.manual_seed(0 if self.seed is None else int(self.seed))
 
@@ -381,6 +384,19 @@ class DAREMixin(O2OAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()
         return [*state_dicts, "behavior"], variables
+
+    def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:
+        """
+        Save as :meth:`O2OAlgorithm.save <sb3_dare.common.o2o.O2OAlgorithm.save>`, with the ``score_ema`` moving averages
+        (a plain list in the zip's data, restored by ``load``; a model loaded with ``score_ema=None`` ignores it).
+
+        :param path: the file (``.zip`` is added without a suffix, as in SB3) or an open binary file
+        :param exclude: attributes not to save, besides the default ones
+        :param include: attributes to save even if excluded by default
+        """
+        moments = self._moments_ema
+        self.score_moments_ema_state = None if moments is None else moments.state.detach().cpu().tolist()
+        super().save(path, exclude=exclude, include=include)
 
     @classmethod
     def from_base(
