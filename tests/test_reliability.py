@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from typing import Any
 
@@ -170,6 +171,17 @@ def test_continuing_learn_keeps_the_episode_in_progress(pendulum_balance_dataset
     split.learn(38, reset_num_timesteps=False)
     np.testing.assert_array_equal(whole.replay_buffer.online_mc_returns, split.replay_buffer.online_mc_returns)
     assert_same_state(whole.get_parameters(), split.get_parameters())
+
+
+def test_resuming_on_another_env_is_reported(pendulum_balance_dataset, tmp_path):
+    folder = tmp_path / "ck"
+    model = make_model(IQL, pendulum_balance_dataset, offline_steps=10)
+    model.learn(10, callback=O2OCheckpointCallback(save_freq=10, save_path=folder))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        load_checkpoint(folder, env=gym.make(ENV_ID))  # the recorded env: nothing to say
+    with pytest.warns(UserWarning, match=r"another env than the one given \(max_episode_steps 1000 -> 30\)"):
+        load_checkpoint(folder, env=gym.make(ENV_ID, max_episode_steps=30))
 
 
 def test_failed_save_keeps_the_previous_checkpoint_and_leaves_nothing(pendulum_balance_dataset, tmp_path, monkeypatch):

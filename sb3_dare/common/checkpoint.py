@@ -22,6 +22,7 @@ import pathlib
 import pickle
 import re
 import secrets
+import warnings
 import zipfile
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import json_to_data
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 
-from sb3_dare.common.env_spec import env_id_of, recreatable_spec
+from sb3_dare.common.env_spec import env_id_of, env_spec_of, recreatable_spec
 
 if TYPE_CHECKING:
     from sb3_dare.common.o2o import O2OAlgorithm
@@ -662,6 +663,8 @@ def load_checkpoint(
                 "The files of a checkpoint are written before its manifest and never changed afterwards, so they were "
                 "removed or modified by something else. Load an older checkpoint (sequence=...) if one is kept."
             )
+    if env is not None and manifest.get("env_spec") is not None:
+        _warn_if_other_env(env, manifest)
     if env is None and manifest.get("n_envs", 1) == 1:
         if manifest.get("env_spec") is not None:
             # the id with its arguments, time limit and wrappers: the run continues on the env it was trained on
@@ -699,6 +702,30 @@ def load_checkpoint(
             model.env.seed(int(model.seed) + int(model.num_timesteps) + int(model.offline_updates))
     model._checkpoint_total_timesteps = int(entry.get("total_timesteps", 0))
     return model
+
+
+def _warn_if_other_env(env: GymEnv, manifest: dict[str, Any]) -> None:
+    """Warn when the env given to resume a checkpoint differs from the recorded one (id, arguments, time limit)."""
+    given = env_spec_of(env)
+    if given is None:  # an env without a Gymnasium spec: nothing to compare
+        return
+    recorded = EnvSpec.from_json(manifest["env_spec"])
+
+    def described(spec: EnvSpec) -> dict[str, Any]:
+        # through JSON, as the manifest stored it (tuples become lists); the render mode changes no dynamics (SB3 makes
+        # an env given by id with render_mode="rgb_array")
+        kwargs = json.loads(json.dumps({k: v for k, v in spec.kwargs.items() if k != "render_mode"}, default=repr))
+        return {"id": spec.id, "kwargs": kwargs, "max_episode_steps": spec.max_episode_steps}
+
+    first, second = described(recorded), described(given)
+    differences = [f"{key} {first[key]!r} -> {second[key]!r}" for key in first if first[key] != second[key]]
+    if differences:
+        warnings.warn(
+            f"The checkpoint {manifest['path']!r} was trained on another env than the one given ({'; '.join(differences)}). "
+            "The run continues on the given env, so it is not the run it resumes; pass env=None to re-create the "
+            "recorded one.",
+            stacklevel=3,
+        )
 
 
 def resume(
