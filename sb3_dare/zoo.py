@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from stable_baselines3.common.save_util import load_from_zip_file, recursive_setattr
 from stable_baselines3.common.type_aliases import MaybeCallback
@@ -267,18 +267,24 @@ class ZooAlgorithm(O2OAlgorithm):
         )
         return wrapped.saved_algorithm_name()
 
-    def _raise_no_dataset(self) -> None:
+    def _raise_no_dataset(self) -> NoReturn:
         env_id = env_id_of(self.env)
         dataset_id = _suggested_dataset_id(env_id)
+        from sb3_dare.dare.dare import DAREMixin
         from sb3_dare.data.loading import build_command_hint
 
         config = default_config_path(self.zoo_name)
+        if isinstance(self, DAREMixin):
+            # DARE fits its behaviour model on the dataset, also when it trains online only
+            why, online_only = "it fits its behaviour model on it", ""
+        else:
+            why = f"offline_steps={self.offline_steps}"
+            online_only = " To train online only: -params offline_steps:0 offline_ratio:0.0."
         raise MissingDatasetError(
-            f"{self.zoo_name} needs an offline dataset for {env_id or 'this env'} and none is set (offline_steps="
-            f"{self.offline_steps}): the hyperparameter file (-conf; default {config or f'{self.zoo_name}.yml'}) has no "
-            f"entry with a `dataset:` for this env. Build one locally with `{build_command_hint(dataset_id, env_id)}`, then "
-            f"{_params_hint(dataset_id)}, or pass a hyperparameter file with -conf. To train online only: "
-            "-params offline_steps:0 offline_ratio:0.0."
+            f"{self.zoo_name} needs an offline dataset for {env_id or 'this env'} and none is set ({why}): the "
+            f"hyperparameter file (-conf; default {config or f'{self.zoo_name}.yml'}) has no entry with a `dataset:` for "
+            f"this env. Build one locally with `{build_command_hint(dataset_id, env_id)}`, then "
+            f"{_params_hint(dataset_id)}, or pass a hyperparameter file with -conf.{online_only}"
         )
 
     def _load_offline_data(self, env: VecEnv | None) -> OfflineData:

@@ -297,6 +297,14 @@ def test_end_to_end_learn_log_save_load_continue(pendulum_balance_dataset, tmp_p
     assert loaded.offline_updates == 20 and not np.isnan(loaded.replay_buffer.offline_scores).any()
 
 
+def test_construction_refuses_what_would_fail_at_the_switch():
+    # checked in the constructor, not when the offline phase ends (possibly a million updates later)
+    with pytest.raises(ValueError, match=r"DARE_IQL fits its behaviour model on the offline dataset .* use IQL"):
+        DARE_IQL("MlpPolicy", ENV_ID, offline_steps=0, offline_ratio=0.0)
+    with pytest.raises(ValueError, match=r"energy_beta must be a finite number > 0, got -1\.0"):
+        DARE_IQL("MlpPolicy", ENV_ID, dataset="unused", energy_beta=-1.0)
+
+
 def test_scores_of_other_settings_are_discarded_after_load(pendulum_balance_dataset, tmp_path):
     # a buffer saved with its scores, loaded into a model with another guidance scale: the old scores would mix two
     # scales in the exchange's Gaussian fits, so every transition is scored again with the new setting

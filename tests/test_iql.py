@@ -486,3 +486,14 @@ def test_training_on_other_data_after_load_is_reported(pendulum_balance_dataset,
     with pytest.warns(UserWarning, match="was trained on other offline data"):
         changed.learn(3, reset_num_timesteps=False)
     assert changed.offline_data_fingerprint == other.fingerprint()
+
+
+def test_a_model_past_the_switch_continues_online_whatever_offline_steps_says(pendulum_balance_dataset, tmp_path):
+    # RL Zoo's --trained-agent hands the yml's offline_steps (1M) to load(): a fine-tuned model must not go back to
+    # offline updates
+    model = IQL("MlpPolicy", ENV_ID, dataset=pendulum_balance_dataset, **{**TINY, "offline_steps": 10})
+    model.learn(20)
+    model.save(tmp_path / "iql")
+    loaded = IQL.load(tmp_path / "iql", env=gym.make(ENV_ID), offline_steps=1_000_000)
+    loaded.learn(10, reset_num_timesteps=False)
+    assert loaded.offline_updates == 10 and loaded.num_timesteps == 30

@@ -192,6 +192,16 @@ def test_missing_dataset_prints_the_builder_command_and_the_override(tmp_path):
     assert "-params dataset:\"'mujoco/pendulum/medium-v0'\"" in result.stderr
 
 
+def test_dare_without_a_dataset_names_the_dataset_not_online_only_training():
+    # DARE fits its behaviour model on the dataset even with offline_steps=0: the message must not offer online-only
+    dare_class = zoo.available_algorithms()["dare_iql"]
+    for kwargs in ({}, {"offline_steps": 0, "offline_ratio": 0.0}):
+        with pytest.raises(zoo.MissingDatasetError, match="it fits its behaviour model on it") as caught:
+            dare_class("MlpPolicy", "Pendulum-v1", **kwargs)
+        assert "python -m sb3_dare.data build --env Pendulum-v1" in str(caught.value)
+        assert "online only" not in str(caught.value)
+
+
 # ---------------------------------------------------------------------------------------------- Optuna
 
 

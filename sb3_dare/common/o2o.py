@@ -77,7 +77,8 @@ class O2OAlgorithm(OffPolicyAlgorithm):
     :param env: the environment (or its id); ``None`` for offline-only use (spaces from the dataset)
     :param dataset: a Minari dataset id, a dataset folder, a ``minari.MinariDataset`` or an ``OfflineData``.
         Loaded lazily at the first ``learn()``/``pretrain()``; saved as its id or path.
-    :param offline_steps: gradient steps of the offline phase
+    :param offline_steps: gradient steps of the offline phase (once the phase has ended, a larger value, e.g. given to
+        ``load()``, starts no new offline updates: ``learn()`` continues online)
     :param learning_rate: learning rate (critics; the actor's too unless the algorithm has its own)
     :param buffer_size: capacity of the online part of the replay buffer
     :param learning_starts: env steps before online updates start (0: pre-training replaces warm-up)
@@ -546,6 +547,15 @@ class O2OAlgorithm(OffPolicyAlgorithm):
                 raise ValueError("This model has no env (env=None): only the offline phase can run. Use set_env(env) first.")
             return self.pretrain(callback=callback, progress_bar=progress_bar, tb_log_name=tb_log_name)
         offline_remaining = max(self.offline_steps - self.offline_updates, 0)
+        if self.offline_phase_done and offline_remaining > 0:
+            # a model past the switch (loaded with a larger offline_steps, e.g. by RL Zoo's --trained-agent with the
+            # yml's 1M) continues online: offline updates after fine-tuning began would undo the switch
+            if self.verbose >= 1:
+                print(
+                    f"The offline phase ended at {self.offline_updates} updates; offline_steps={self.offline_steps} is "
+                    "ignored and learn() continues online (pretrain(n_steps=...) runs more offline updates explicitly)."
+                )
+            offline_remaining = 0
         if progress_bar:
             progress = O2OProgressBarCallback(offline_steps=offline_remaining, online_steps=total_timesteps)
             callback = _with_callback(callback, progress)

@@ -13,7 +13,7 @@ import inspect
 import math
 import os
 import warnings
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import numpy as np
 import torch as th
@@ -113,6 +113,8 @@ class DAREMixin(O2OAlgorithm):
             raise ValueError(f"Unknown score_reduction {self.score_reduction!r}; choose one of {SCORE_REDUCTIONS}.")
         if not (self.score_sigma > 0 and math.isfinite(self.score_sigma)):
             raise ValueError(f"score_sigma must be a finite number > 0, got {self.score_sigma}.")
+        if not (self.energy_beta > 0 and math.isfinite(self.energy_beta)):
+            raise ValueError(f"energy_beta must be a finite number > 0, got {self.energy_beta}.")
         if not self.guidance_scale >= 0:
             raise ValueError(f"guidance_scale must be >= 0 (0 = plain behaviour sampling), got {self.guidance_scale}.")
         if not 0.0 < self.exchange_quantile < 1.0:
@@ -135,8 +137,17 @@ class DAREMixin(O2OAlgorithm):
                 stacklevel=3,
             )
 
+    def _raise_no_dataset(self) -> NoReturn:
+        raise ValueError(
+            f"{type(self).__name__} fits its behaviour model on the offline dataset (also to train online only, "
+            f"offline_steps=0): pass dataset=<Minari id, folder or OfflineData>. Without a dataset, use "
+            f"{self.base_algorithm.__name__}."
+        )
+
     def _validate_behavior_fit_settings(self) -> None:
         # checked at construction rather than when the offline phase ends, possibly a million updates later
+        if self.dataset is None:
+            self._raise_no_dataset()
         given = self._behavior_object
         if (given is None or not given.is_fitted) and self.behavior_steps < 1:
             raise ValueError(
