@@ -23,7 +23,9 @@ MUJOCO_REQUIREMENTS = ["gymnasium[mujoco]>=1.0", "mujoco>=4.0,<5"]
 # RL Zoo 2.9.2 imports requests (enjoy), pandas (-optimize report) and moviepy (record_video)
 # without declaring them.
 ZOO_REQUIREMENTS = ["rl_zoo3>=2.9.2,<2.10", "optuna>=3.0", "requests", "pandas", "moviepy", "pyyaml"]
-PLOTS_REQUIREMENTS = ["rliable", "seaborn"]
+# rliable 1.2 needs arch < 8, and arch 7.x calls a private pandas helper whose signature pandas 3 changed: importing
+# rliable (so RL Zoo's `rl_zoo3` console script and its plot scripts) fails with pandas 3
+PLOTS_REQUIREMENTS = ["rliable", "seaborn", "pandas<3"]
 
 # The RL Zoo start-up hook (see docs/zoo.md): a .pth file (and its PEP 829 .start twin for Python 3.15+) that imports
 # the tiny top-level module _sb3_dare_zoo_hook; and the RL Zoo hyperparameter files, installed as sb3_dare/hyperparams.

@@ -192,6 +192,17 @@ def test_missing_dataset_prints_the_builder_command_and_the_override(tmp_path):
     assert "-params dataset:\"'mujoco/pendulum/medium-v0'\"" in result.stderr
 
 
+@needs_hook
+def test_rl_zoo3_console_script_lists_the_algorithms(tmp_path):
+    # the console script imports rl_zoo3.plots, hence rliable -> arch, which fails under pandas 3 (setup.py pins it)
+    script = Path(sys.executable).parent / "rl_zoo3"
+    if not script.exists():
+        pytest.skip("no rl_zoo3 console script next to this interpreter")
+    result = subprocess.run([str(script), "train", "--help"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert all(name in result.stdout for name in ("iql", "calql", "dare_iql", "dare_calql"))
+
+
 def test_dare_without_a_dataset_names_the_dataset_not_online_only_training():
     # DARE fits its behaviour model on the dataset even with offline_steps=0: the message must not offer online-only
     dare_class = zoo.available_algorithms()["dare_iql"]
