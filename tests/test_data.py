@@ -164,6 +164,9 @@ def test_from_replay_buffer_memory_optimized_wrapped_ring():
 def test_missing_dataset_without_download(minari_root):
     with pytest.raises(FileNotFoundError, match=r"python -m sb3_dare\.data build"):
         load_offline_data("nowhere/hopper/medium-v0", download=False)
+    # with an env, the build command names it (not a placeholder)
+    with pytest.raises(FileNotFoundError, match=r"build --env Pendulum-v1 --quality medium --id nowhere/pendulum/medium-v0"):
+        load_offline_data("nowhere/pendulum/medium-v0", env="Pendulum-v1", download=False)
 
 
 def test_missing_dataset_offline_download_error(minari_root, monkeypatch):

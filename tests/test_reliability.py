@@ -539,9 +539,9 @@ def test_zip_saved_by_stable_baselines3(tmp_path):
 
 
 def test_zip_of_another_algorithm(saved_iql):
-    with pytest.raises(ValueError, match=r"holds a IQL model, not a CalQL one\. Load it with IQL\.load\(path\)"):
+    with pytest.raises(ValueError, match=r"holds an IQL model, not a CalQL one\. Load it with IQL\.load\(path\)"):
         CalQL.load(saved_iql)
-    with pytest.raises(ValueError, match=r"holds a IQL model, not a DARE_IQL one.*DARE_IQL\.from_base\(path, env\)"):
+    with pytest.raises(ValueError, match=r"holds an IQL model, not a DARE_IQL one.*DARE_IQL\.from_base\(path, env\)"):
         DARE_IQL.load(saved_iql)
 
 
@@ -577,7 +577,7 @@ def checkpoint_folder(pendulum_balance_dataset, tmp_path):
 
 
 def test_checkpoint_of_another_algorithm(checkpoint_folder):
-    with pytest.raises(ValueError, match=r"holds a IQL run, not a CalQL one\. Resume it with IQL\.load_checkpoint"):
+    with pytest.raises(ValueError, match=r"holds an IQL run, not a CalQL one\. Resume it with IQL\.load_checkpoint"):
         CalQL.load_checkpoint(checkpoint_folder)
 
 

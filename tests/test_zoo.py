@@ -476,9 +476,9 @@ def test_models_saved_through_rl_zoo_load_with_the_plain_class_and_back(pendulum
     assert type(plain) is IQL and plain.offline_updates == 10
     plain.save(tmp_path / "plain_iql")
     assert type(zoo.available_algorithms()["iql"].load(tmp_path / "plain_iql")).__name__ == "ZooIQL"
-    with pytest.raises(ValueError, match="holds a IQL model, not a CalQL one"):
+    with pytest.raises(ValueError, match="holds an IQL model, not a CalQL one"):
         zoo.available_algorithms()["calql"].load(tmp_path / "zoo_iql")
-    with pytest.raises(ValueError, match="holds a IQL model, not a CalQL one"):
+    with pytest.raises(ValueError, match="holds an IQL model, not a CalQL one"):
         CalQL.load(tmp_path / "zoo_iql")
     # zips written before the Zoo classes recorded the algorithm they wrap named the Zoo class: they load too
     zoo_iql = type(zoo_model)

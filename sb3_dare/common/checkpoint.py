@@ -307,7 +307,7 @@ def check_saved_model(
     check_version_compatible(raw[VERSION_KEY], name)
     if not _same_algorithm(str(saved_algorithm), algorithm):
         raise ValueError(
-            f"{name} holds a {saved_algorithm} model, not a {_saved_name(algorithm)} one. "
+            f"{name} holds {_a(str(saved_algorithm))} model, not {_a(_saved_name(algorithm))} one. "
             + _algorithm_hint(str(saved_algorithm), algorithm)
         )
     if env is not None:
@@ -647,7 +647,7 @@ def load_checkpoint(
         algorithm = _algorithm_class(manifest)
     elif not _same_algorithm(manifest.get("saved_algorithm", manifest["algorithm"]), algorithm):
         raise ValueError(
-            f"The checkpoint {manifest['path']!r} holds a {manifest['algorithm']} run, not a {algorithm.__name__} one. "
+            f"The checkpoint {manifest['path']!r} holds {_a(manifest['algorithm'])} run, not {_a(algorithm.__name__)} one. "
             f"Resume it with {manifest['algorithm']}.load_checkpoint(path) or sb3_dare.common.checkpoint.resume(path)."
         )
     entry = _select_entry(manifest, sequence)
@@ -702,6 +702,11 @@ def load_checkpoint(
             model.env.seed(int(model.seed) + int(model.num_timesteps) + int(model.offline_updates))
     model._checkpoint_total_timesteps = int(entry.get("total_timesteps", 0))
     return model
+
+
+def _a(name: str) -> str:
+    """The algorithm's name with its article, as read aloud: "an IQL", "a CalQL", "a DARE_IQL"."""
+    return f"an {name}" if name[:1] in "AEIOU" else f"a {name}"
 
 
 def _warn_if_other_env(env: GymEnv, manifest: dict[str, Any]) -> None:

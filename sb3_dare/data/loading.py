@@ -81,7 +81,7 @@ def _load(
             dataset.gamma = float(gamma)
         return dataset
 
-    minari_dataset = _open_minari_dataset(dataset, download=download)
+    minari_dataset = _open_minari_dataset(dataset, download=download, env_id=env_id_of(env))
     data = _from_minari(
         minari_dataset, env, gamma=gamma, flatten_observations=flatten_observations, source=_source_name(dataset)
     )
@@ -98,7 +98,10 @@ def _source_name(dataset: Any) -> str:
     return str(getattr(spec, "dataset_id", None) or getattr(dataset, "id", "minari_dataset"))
 
 
-def _open_minari_dataset(dataset: Any, *, download: bool) -> minari.MinariDataset:
+def _open_minari_dataset(dataset: Any, *, download: bool, env_id: str | None = None) -> minari.MinariDataset:
+    """
+    :param env_id: the env's id, for the build command in messages (a placeholder without it)
+    """
     import minari
 
     if isinstance(dataset, minari.MinariDataset):
@@ -113,7 +116,7 @@ def _open_minari_dataset(dataset: Any, *, download: bool) -> minari.MinariDatase
         if not os.path.isfile(os.path.join(data_path, "metadata.json")):
             raise FileNotFoundError(
                 f"Folder {path!r} is not a Minari dataset: it has no metadata.json (expected <folder>/data/metadata.json). "
-                f"Build one with `{build_command_hint()}`."
+                f"Build one with `{build_command_hint(env_id=env_id)}`."
             )
         return minari.MinariDataset(data_path)
 
@@ -121,7 +124,7 @@ def _open_minari_dataset(dataset: Any, *, download: bool) -> minari.MinariDatase
         # a path, not an id: trying it as a Minari id would only produce a download error about a malformed id
         raise FileNotFoundError(
             f"Dataset folder {path!r} does not exist. Pass an existing Minari dataset folder, or a Minari dataset id "
-            f"(like 'sb3_dare/hopper-v5/medium-v0'); build one with `{build_command_hint()}`."
+            f"(like 'sb3_dare/hopper-v5/medium-v0'); build one with `{build_command_hint(env_id=env_id)}`."
         )
     try:
         return minari.load_dataset(path, download=False)
@@ -132,8 +135,8 @@ def _open_minari_dataset(dataset: Any, *, download: bool) -> minari.MinariDatase
     def not_found(reason: str) -> str:  # no str.format on the message: the id or the error may contain braces
         return (
             f"Dataset {path!r} was not found under {local_root} (MINARI_DATASETS_PATH){reason}. Build a dataset locally "
-            f"with `{build_command_hint(path)}`, point MINARI_DATASETS_PATH at a folder that holds it, or pass a dataset "
-            "folder path."
+            f"with `{build_command_hint(path, env_id)}`, point MINARI_DATASETS_PATH at a folder that holds it, or pass a "
+            "dataset folder path."
         )
 
     if not download:
