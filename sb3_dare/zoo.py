@@ -135,6 +135,18 @@ class MissingDatasetError(FileNotFoundError):
     """
 
 
+def _without_sb3_progress_bar(callback: MaybeCallback) -> tuple[MaybeCallback, bool]:
+    """``callback`` without SB3's ``ProgressBarCallback`` (a list's or a single one), and whether there was one."""
+    from stable_baselines3.common.callbacks import ProgressBarCallback
+
+    if type(callback) is ProgressBarCallback:
+        return None, True
+    if isinstance(callback, list):
+        kept = [item for item in callback if type(item) is not ProgressBarCallback]
+        return kept, len(kept) < len(callback)
+    return callback, False
+
+
 def _suggested_dataset_id(env_id: str | None) -> str:
     name = re.sub(r"-v\d+$", "", (env_id or "<env>").split(":")[-1].split("/")[-1]).lower()
     return f"mujoco/{name}/medium-v0"
@@ -341,6 +353,10 @@ class ZooAlgorithm(O2OAlgorithm):
         context = _TRIAL_CONTEXT.get()
         if context is not None and self.offline_updates == 0 and not self.offline_phase_done and self.offline_steps > 0:
             self._restore_or_create_offline_checkpoint(context)
+        # RL Zoo's -P adds SB3's ProgressBarCallback, which counts env steps only and stands still through the offline
+        # phase: the algorithm's own bar over both phases takes its place
+        callback, replaced = _without_sb3_progress_bar(callback)
+        progress_bar = progress_bar or replaced
         return super().learn(
             total_timesteps,
             callback=callback,

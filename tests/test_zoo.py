@@ -381,6 +381,34 @@ def make_zoo_iql(dataset: str, **kwargs):
     return iql_class(**arguments)
 
 
+def test_rl_zoo_progress_bar_becomes_the_two_phase_bar(pendulum_balance_dataset, monkeypatch):
+    # RL Zoo's -P appends SB3's ProgressBarCallback, which stands still through the offline phase
+    from stable_baselines3.common.callbacks import BaseCallback, ProgressBarCallback
+
+    import sb3_dare.common.o2o as o2o
+
+    made: list[tuple[int, int]] = []
+
+    class RecordingBar(BaseCallback):
+        def __init__(self, offline_steps: int, online_steps: int):
+            super().__init__()
+            made.append((offline_steps, online_steps))
+
+        def _on_step(self) -> bool:
+            return True
+
+    monkeypatch.setattr(o2o, "O2OProgressBarCallback", RecordingBar)
+    sb3_bar = ProgressBarCallback()
+    started = []
+    monkeypatch.setattr(sb3_bar, "_on_training_start", lambda: started.append(True))
+    other = RecordingBar(0, 0)
+    made.clear()
+    model = make_zoo_iql(pendulum_balance_dataset)
+    model.learn(5, callback=[other, sb3_bar])
+    assert made == [(30, 5)] and not started  # the algorithm's bar over both phases, SB3's never started
+    assert other.num_timesteps == 5  # the other callbacks still run
+
+
 def test_offline_cache_key_ignores_online_arguments_only(pendulum_balance_dataset, make_minari_dataset):
     import minari
 
