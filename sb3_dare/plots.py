@@ -65,7 +65,7 @@ def read_dare_log(run_dir: str) -> dict[str, np.ndarray]:
             return series
     raise FileNotFoundError(
         f"No dare/* diagnostics found under {run_dir!r}: log a DARE run with the 'csv' or 'tensorboard' format "
-        "(e.g. tensorboard_log=... or model.set_logger(configure(folder, ['csv'])))."
+        "(e.g. tensorboard_log=... or model.set_logger(configure(folder, ['csv'])); through RL Zoo: -tb <folder>)."
     )
 
 
