@@ -279,6 +279,51 @@ class ZooAlgorithm(O2OAlgorithm):
         )
         return wrapped.saved_algorithm_name()
 
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfZooAlgorithm],
+        path: Any,
+        env: Any = None,
+        device: Any = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfZooAlgorithm:
+        """
+        ``load``, plus RL Zoo's route from a base model to DARE: a DARE class given the zip of its base algorithm
+        (``python -m rl_zoo3.train --algo dare_iql -i logs/iql/<env>_1/<env>.zip``) starts from it with
+        ``from_base``: the base's networks and offline phase are kept (the yml's ``offline_steps`` is ignored, the
+        base's stands), and DARE fits its behaviour model before the online phase.
+
+        :param path: the saved zip
+        :param env: the env to continue in
+        :param device: torch device
+        :param custom_objects: see SB3
+        :param print_system_info: see SB3
+        :param force_reset: see SB3
+        :param kwargs: attributes to change (RL Zoo passes the yml's hyperparameters)
+        :return: the model
+        """
+        from sb3_dare.common.checkpoint import _same_algorithm, saved_algorithm_of
+
+        base_class = getattr(cls, "base_algorithm", None)
+        saved = saved_algorithm_of(path) if isinstance(path, str | os.PathLike) else None
+        if base_class is not None and saved is not None and _same_algorithm(saved, base_class):
+            kwargs.pop("offline_steps", None)  # the base's offline phase is the one this run fine-tunes from
+            if kwargs.get("verbose", 0) >= 1:
+                print(f"{os.fspath(path)!r} holds {base_class.__name__}: starting {cls.__name__} from it (from_base)")
+            return cls.from_base(path, env=env, device=device, **kwargs)  # type: ignore[attr-defined]  # the DARE classes
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+
     def _raise_no_dataset(self) -> NoReturn:
         env_id = env_id_of(self.env)
         dataset_id = _suggested_dataset_id(env_id)

@@ -409,6 +409,34 @@ def test_rl_zoo_progress_bar_becomes_the_two_phase_bar(pendulum_balance_dataset,
     assert other.num_timesteps == 5  # the other callbacks still run
 
 
+def test_rl_zoo_starts_dare_from_a_base_model(pendulum_balance_dataset, tmp_path):
+    # `rl_zoo3.train --algo dare_iql -i <iql zip>`: RL Zoo calls load() with the yml's hyperparameters (offline_steps
+    # 1M among them); the DARE class starts from the base's networks and offline phase (from_base)
+    from stable_baselines3.common.env_util import make_vec_env
+
+    base = make_zoo_iql(pendulum_balance_dataset)
+    base.learn(5)
+    base.save(tmp_path / "iql")
+    dare_class = zoo.available_algorithms()["dare_iql"]
+    hyperparams = dict(
+        dataset=pendulum_balance_dataset,
+        offline_steps=1_000_000,
+        behavior_model="gaussian",
+        guidance_scale=0.0,
+        behavior_steps=20,
+        behavior_kwargs=dict(hidden_sizes=[16]),
+    )
+    env = make_vec_env(ENV_ID, n_envs=1, seed=0)
+    dare = dare_class.load(tmp_path / "iql", env=env, seed=0, tensorboard_log=None, verbose=0, device="cpu", **hyperparams)
+    assert type(dare).__name__ == "ZooDARE_IQL" and (dare.offline_updates, dare.offline_steps) == (30, 30)
+    assert all(th.equal(dare.critic.state_dict()[key], value) for key, value in base.critic.state_dict().items())
+    dare.learn(5)
+    assert dare.offline_updates == 30 and dare.behavior.is_fitted and dare.num_timesteps == 5
+    # a DARE zip loads as before
+    dare.save(tmp_path / "dare")
+    assert dare_class.load(tmp_path / "dare", env=env).behavior.is_fitted
+
+
 def test_offline_cache_key_ignores_online_arguments_only(pendulum_balance_dataset, make_minari_dataset):
     import minari
 

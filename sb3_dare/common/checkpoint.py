@@ -240,6 +240,23 @@ def _read_saved_data(file: IO[bytes], name: str) -> tuple[dict[str, Any], str | 
     )
 
 
+def saved_algorithm_of(path: str | os.PathLike) -> str | None:
+    """
+    The algorithm a model zip records (``saved_algorithm_name()`` at save time), read without loading the model.
+
+    :param path: the zip, with or without ``.zip``
+    :return: the name, or None for a zip that records none (or that cannot be read: ``load`` then reports why)
+    """
+    try:
+        resolved = _resolve_zip(path)
+        with open(resolved, "rb") as file:
+            raw, _ = _read_saved_data(file, repr(resolved))
+    except (FileNotFoundError, ValueError):
+        return None
+    value = raw.get(ALGORITHM_KEY)
+    return None if value is None else str(value)
+
+
 def _saved_name(algorithm: type) -> str:
     """What ``algorithm`` records in its zips: :meth:`O2OAlgorithm.saved_algorithm_name`, else the class name."""
     name = getattr(algorithm, "saved_algorithm_name", None)
@@ -256,7 +273,7 @@ def _algorithm_hint(saved_algorithm: str, expected: type) -> str:
     if saved_algorithm == getattr(getattr(expected, "base_algorithm", None), "__name__", None):
         return (
             f"Load it with {saved_algorithm}.load(path), or start {expected.__name__} from it with "
-            f"{expected.__name__}.from_base(path, env)."
+            f"{expected.__name__}.from_base(path, env) (through RL Zoo: --algo <dare algorithm> -i path)."
         )
     return f"Load it with {saved_algorithm}.load(path)."
 
