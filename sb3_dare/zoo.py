@@ -136,15 +136,24 @@ class MissingDatasetError(FileNotFoundError):
 
 
 def _without_sb3_progress_bar(callback: MaybeCallback) -> tuple[MaybeCallback, bool]:
-    """``callback`` without SB3's ``ProgressBarCallback`` (a list's or a single one), and whether there was one."""
+    """
+    ``callback`` without SB3's ``ProgressBarCallback`` (a list's or a single one), and whether there was one. The bar
+    left out is silenced rather than only dropped: RL Zoo calls ``on_training_end()`` of its first callback itself
+    after ``learn()`` (before it saves the model), and a bar that never started would raise there.
+    """
     from stable_baselines3.common.callbacks import ProgressBarCallback
 
-    if type(callback) is ProgressBarCallback:
-        return None, True
+    bars = [callback] if type(callback) is ProgressBarCallback else []
     if isinstance(callback, list):
-        kept = [item for item in callback if type(item) is not ProgressBarCallback]
-        return kept, len(kept) < len(callback)
-    return callback, False
+        bars = [item for item in callback if type(item) is ProgressBarCallback]
+    for bar in bars:
+        bar._on_training_start = bar._on_training_end = lambda: None  # type: ignore[method-assign]
+        bar._on_step = lambda: True  # type: ignore[method-assign]
+    if not bars:
+        return callback, False
+    if isinstance(callback, list):
+        return [item for item in callback if type(item) is not ProgressBarCallback], True
+    return None, True
 
 
 def _suggested_dataset_id(env_id: str | None) -> str:

@@ -151,7 +151,8 @@ def check_video(cwd: Path, algo: str = "iql") -> None:
 @needs_hook
 def test_literal_rl_zoo_commands_train_enjoy_record_video(zoo_datasets, tmp_path):
     env = cli_env(zoo_datasets)
-    result = run_cli(train_args("rl_zoo3.train"), tmp_path, env)
+    # -P: RL Zoo calls on_training_end() of its progress bar after learn(), before it saves the model
+    result = run_cli(train_args("rl_zoo3.train", "iql", "-P"), tmp_path, env)
     check_trained(tmp_path, result)
     enjoy = ["-m", "rl_zoo3.enjoy", "--algo", "iql", "--env", ENV_ID, "-f", "logs", "--no-render", "-n", "1100"]
     result = run_cli(enjoy, tmp_path, env)
@@ -407,6 +408,7 @@ def test_rl_zoo_progress_bar_becomes_the_two_phase_bar(pendulum_balance_dataset,
     model.learn(5, callback=[other, sb3_bar])
     assert made == [(30, 5)] and not started  # the algorithm's bar over both phases, SB3's never started
     assert other.num_timesteps == 5  # the other callbacks still run
+    sb3_bar.on_training_end()  # RL Zoo calls it on its first callback after learn(): it must not raise
 
 
 def test_rl_zoo_starts_dare_from_a_base_model(pendulum_balance_dataset, tmp_path):
