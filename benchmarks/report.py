@@ -250,17 +250,20 @@ def holm_adjusted(p_values: Sequence[float], family_size: int | None = None) -> 
 def planned_primary_family_size(tier: str) -> int | None:
     """
     The number of primary comparisons a tier's plan makes (``o2o_suite.TIERS``), fixed before any result: for each DARE
-    algorithm against its base, each of :data:`PRIMARY_METRICS` on each task of the tier and over its tasks (when it
-    has several). Tier M: 2 algorithms x (3 tasks + over tasks) x 2 metrics = 16. A tier whose budgets were overridden
+    algorithm of the tier's default matrix against its base, each of :data:`PRIMARY_METRICS` on each task of the tier
+    and over its tasks (when it has several). Tier M: 2 algorithms x (3 tasks + over tasks) x 2 metrics = 16; tier S
+    (the IQL family on one task): 2. A tier whose budgets were overridden
     (``M-custom-<hash>``) has the plan of its tier; None for a tier the suite does not define.
     """
-    from o2o_suite import TIERS  # the suite's plan; a neighbour script, as for the other benchmarks
+    from o2o_suite import TIERS, build_matrix  # the suite's plan; a neighbour script, as for the other benchmarks
 
     plan = TIERS.get(tier.split("-custom-")[0])
     if plan is None:
         return None
     n_tasks = len(plan.tasks)
-    return len(BASE_OF) * (n_tasks + (1 if n_tasks > 1 else 0)) * len(PRIMARY_METRICS)
+    # the DARE algorithms the tier's default matrix runs (tier S: the IQL family only)
+    dare_algorithms = {algorithm for algorithm, _, _, variant in build_matrix(plan) if algorithm in BASE_OF}
+    return len(dare_algorithms) * (n_tasks + (1 if n_tasks > 1 else 0)) * len(PRIMARY_METRICS)
 
 
 class Comparison:

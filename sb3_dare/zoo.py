@@ -314,8 +314,18 @@ class ZooAlgorithm(O2OAlgorithm):
         :param kwargs: attributes to change (RL Zoo passes the yml's hyperparameters)
         :return: the model
         """
-        from sb3_dare.common.checkpoint import _same_algorithm, saved_algorithm_of
+        from sb3_dare.common.checkpoint import _same_algorithm, saved_algorithm_of, saved_data_of
 
+        saved_data = saved_data_of(path) if isinstance(path, str | os.PathLike) else {}
+        for key in ("reward_scale", "reward_bias"):
+            # RL Zoo hands the yml's values to load(): a trained model keeps the reward scale its critics were fitted at
+            if key in kwargs and key in saved_data and kwargs[key] != saved_data[key]:
+                warnings.warn(
+                    f"{os.fspath(path)!r} was trained with {key}={saved_data[key]!r}: the hyperparameters' {kwargs[key]!r} "
+                    "is ignored (its critics were fitted at the saved scale).",
+                    stacklevel=2,
+                )
+                kwargs.pop(key)
         base_class = getattr(cls, "base_algorithm", None)
         saved = saved_algorithm_of(path) if isinstance(path, str | os.PathLike) else None
         if base_class is not None and saved is not None and _same_algorithm(saved, base_class):

@@ -315,9 +315,9 @@ def test_p_values_and_holm_adjustment():
 
 
 def test_primary_family_is_fixed_by_the_plan():
-    # tier M's plan: (dare_iql, dare_calql) x (3 tasks + over tasks) x (final, dip); tier S has one task
+    # tier M's plan: (dare_iql, dare_calql) x (3 tasks + over tasks) x (final, dip)
     assert report.planned_primary_family_size("M") == 16 == report.planned_primary_family_size("M-custom-1a2b")
-    assert report.planned_primary_family_size("S") == 4
+    assert report.planned_primary_family_size("S") == 2  # tier S runs the IQL family only, on one task
     assert report.planned_primary_family_size("unknown") is None
     # comparisons not yet measured count as p = 1: with 2 of 5 measured the multipliers are 5 and 4
     assert report.holm_adjusted([0.01, 0.02], family_size=5) == pytest.approx([0.05, 0.08])

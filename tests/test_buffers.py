@@ -168,10 +168,15 @@ def test_offline_scores_stay_with_their_dataset():
     np.testing.assert_array_equal(buffer.offline_scores, scores)
     other = make_offline()
     other.rewards[0] += 1.0
-    buffer.score_function = None
     with pytest.warns(UserWarning, match="belong to another dataset of the same size"):
         buffer.attach_offline_data(other)
-    assert np.isnan(buffer.offline_scores).all() and buffer.offline_data_fingerprint == other.fingerprint()
+    assert buffer.offline_data_fingerprint == other.fingerprint()
+    # the score function is set: the new data is scored at once (no NaN reaches a batch)
+    np.testing.assert_array_equal(buffer.offline_scores, other.observations[:, 0].astype(np.float32))
+    buffer.score_function = None
+    with pytest.warns(UserWarning, match="belong to another dataset of the same size"):
+        buffer.attach_offline_data(data)
+    assert np.isnan(buffer.offline_scores).all()  # scored when an algorithm sets its score function
 
 
 def test_ring_wraps_and_long_episode_is_clamped():

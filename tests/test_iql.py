@@ -495,5 +495,11 @@ def test_a_model_past_the_switch_continues_online_whatever_offline_steps_says(pe
     model.learn(20)
     model.save(tmp_path / "iql")
     loaded = IQL.load(tmp_path / "iql", env=gym.make(ENV_ID), offline_steps=1_000_000)
-    loaded.learn(10, reset_num_timesteps=False)
+    with pytest.warns(UserWarning, match="The offline phase ended at 10 updates: offline_steps=1000000 is ignored"):
+        loaded.learn(10, reset_num_timesteps=False)
     assert loaded.offline_updates == 10 and loaded.num_timesteps == 30
+    with pytest.warns(UserWarning, match="offline_steps=1000000 is ignored"):
+        loaded.pretrain()
+    assert loaded.offline_updates == 10
+    loaded.pretrain(n_steps=3)  # explicitly
+    assert loaded.offline_updates == 13

@@ -184,6 +184,22 @@ def test_resuming_on_another_env_is_reported(pendulum_balance_dataset, tmp_path)
         load_checkpoint(folder, env=gym.make(ENV_ID, max_episode_steps=30))
 
 
+def test_a_buffer_loaded_into_a_live_model_ends_its_saved_episodes(pendulum_balance_dataset, tmp_path):
+    # the episode in progress when the buffer was saved cannot go on in the live env: its rows keep unknown returns
+    # instead of being chained to the live episode's rewards
+    model = make_model(IQL, pendulum_balance_dataset, offline_steps=10)
+    model.learn(22)
+    running = int(model.replay_buffer.episode_lengths[0])
+    assert running > 0  # rows 22 - running .. 21 belong to the episode in progress
+    model.save_replay_buffer(tmp_path / "buffer")
+    model.learn(8, reset_num_timesteps=False)
+    model.load_replay_buffer(tmp_path / "buffer")
+    assert model.replay_buffer.episode_lengths[0] == 0
+    model.learn(20, reset_num_timesteps=False)
+    returns = model.replay_buffer.online_mc_returns[:, 0]
+    assert np.isnan(returns[22 - running : 22]).all() and np.isfinite(returns[: 22 - running]).all()
+
+
 def test_failed_save_keeps_the_previous_checkpoint_and_leaves_nothing(pendulum_balance_dataset, tmp_path, monkeypatch):
     folder = tmp_path / "ck"
     callback = O2OCheckpointCallback(save_freq=10, save_path=folder)

@@ -427,10 +427,15 @@ def test_rl_zoo_starts_dare_from_a_base_model(pendulum_balance_dataset, tmp_path
         guidance_scale=0.0,
         behavior_steps=20,
         behavior_kwargs=dict(hidden_sizes=[16]),
+        reward_scale="return_range",  # the yml's; the base's critics were fitted at 1.0
     )
     env = make_vec_env(ENV_ID, n_envs=1, seed=0)
-    dare = dare_class.load(tmp_path / "iql", env=env, seed=0, tensorboard_log=None, verbose=0, device="cpu", **hyperparams)
+    with pytest.warns(
+        UserWarning, match=r"was trained with reward_scale=1\.0: the hyperparameters' 'return_range' is ignored"
+    ):
+        dare = dare_class.load(tmp_path / "iql", env=env, seed=0, tensorboard_log=None, verbose=0, device="cpu", **hyperparams)
     assert type(dare).__name__ == "ZooDARE_IQL" and (dare.offline_updates, dare.offline_steps) == (30, 30)
+    assert dare.reward_scale == 1.0
     assert all(th.equal(dare.critic.state_dict()[key], value) for key, value in base.critic.state_dict().items())
     dare.learn(5)
     assert dare.offline_updates == 30 and dare.behavior.is_fitted and dare.num_timesteps == 5

@@ -190,7 +190,9 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
         """
         Hold the offline dataset (its arrays are shared, not copied).
 
-        Offline scores already present (loaded with the buffer) are kept if the length matches.
+        Offline scores already present (loaded with the buffer) are kept when they belong to the same data (its
+        content fingerprint); otherwise they are discarded (with a warning if there were any), and, when a score
+        function is set, the data is scored at once.
 
         :param data: the validated offline data
         """
@@ -232,6 +234,8 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
         else:
             self.offline_mc_returns = data.discounted_returns(self.gamma, self.reward_scale, self.reward_bias)
         self.offline_scores = kept_scores if kept_scores is not None else np.full(len(data), np.nan, dtype=np.float32)
+        if kept_scores is None and self.score_function is not None:
+            self.set_score_function(self.score_function)  # new data under a scoring algorithm: scored now
 
     def reattach_offline_data(self, data: OfflineData | None = None, **load_kwargs: Any) -> None:
         """

@@ -240,6 +240,23 @@ def _read_saved_data(file: IO[bytes], name: str) -> tuple[dict[str, Any], str | 
     )
 
 
+def saved_data_of(path: str | os.PathLike) -> dict[str, Any]:
+    """
+    The JSON data of a model zip as saved (simple values as they are, objects still serialised), read without loading
+    the model.
+
+    :param path: the zip, with or without ``.zip``
+    :return: the data; empty for a zip that cannot be read (``load`` then reports why)
+    """
+    try:
+        resolved = _resolve_zip(path)
+        with open(resolved, "rb") as file:
+            raw, _ = _read_saved_data(file, repr(resolved))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return raw
+
+
 def saved_algorithm_of(path: str | os.PathLike) -> str | None:
     """
     The algorithm a model zip records (``saved_algorithm_name()`` at save time), read without loading the model.
@@ -247,13 +264,7 @@ def saved_algorithm_of(path: str | os.PathLike) -> str | None:
     :param path: the zip, with or without ``.zip``
     :return: the name, or None for a zip that records none (or that cannot be read: ``load`` then reports why)
     """
-    try:
-        resolved = _resolve_zip(path)
-        with open(resolved, "rb") as file:
-            raw, _ = _read_saved_data(file, repr(resolved))
-    except (FileNotFoundError, ValueError):
-        return None
-    value = raw.get(ALGORITHM_KEY)
+    value = saved_data_of(path).get(ALGORITHM_KEY)
     return None if value is None else str(value)
 
 

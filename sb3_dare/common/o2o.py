@@ -404,6 +404,22 @@ class O2OAlgorithm(OffPolicyAlgorithm):
 
     # ------------------------------------------------------------------ the offline phase
 
+    def _remaining_offline_updates(self) -> int:
+        """
+        What remains of ``offline_steps``; nothing once the offline phase has ended: a model past the switch that is
+        given a larger ``offline_steps`` (e.g. by RL Zoo's ``--trained-agent``, with the yml's 1M) continues online,
+        since offline updates after fine-tuning began would undo the switch.
+        """
+        remaining = max(self.offline_steps - self.offline_updates, 0)
+        if self.offline_phase_done and remaining > 0:
+            warnings.warn(
+                f"The offline phase ended at {self.offline_updates} updates: offline_steps={self.offline_steps} is ignored "
+                "(pretrain(n_steps=...) runs more offline updates explicitly).",
+                stacklevel=3,
+            )
+            return 0
+        return remaining
+
     def _setup_offline_logger(self, tb_log_name: str) -> None:
         if not self._custom_logger and getattr(self, "_logger", None) is None:
             self._logger = configure_logger(self.verbose, self.tensorboard_log, tb_log_name, reset_num_timesteps=True)
@@ -419,7 +435,8 @@ class O2OAlgorithm(OffPolicyAlgorithm):
         Run offline gradient steps without touching the env (SB3 creates its logger only in ``learn()``: this
         method sets it up itself).
 
-        :param n_steps: updates to run; default: what remains of ``offline_steps``
+        :param n_steps: updates to run; default: what remains of ``offline_steps`` (nothing once the offline phase has
+            ended, even if ``offline_steps`` was raised since)
         :param callback: callbacks; those defining ``on_offline_step()`` are called after every update
         :param progress_bar: show a progress bar
         :param tb_log_name: TensorBoard run name
@@ -429,7 +446,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
             raise ValueError(f"n_steps must be >= 0, got {n_steps}.")
         self._setup_offline_logger(tb_log_name or self.saved_algorithm_name())
         self._show_progress = progress_bar
-        remaining = max(self.offline_steps - self.offline_updates, 0) if n_steps is None else n_steps
+        remaining = self._remaining_offline_updates() if n_steps is None else n_steps
         if progress_bar:
             callback = _with_callback(callback, O2OProgressBarCallback(offline_steps=remaining, online_steps=0))
         callbacks = self._init_callback(callback, progress_bar=False)
@@ -546,16 +563,7 @@ class O2OAlgorithm(OffPolicyAlgorithm):
             if total_timesteps > 0:
                 raise ValueError("This model has no env (env=None): only the offline phase can run. Use set_env(env) first.")
             return self.pretrain(callback=callback, progress_bar=progress_bar, tb_log_name=tb_log_name)
-        offline_remaining = max(self.offline_steps - self.offline_updates, 0)
-        if self.offline_phase_done and offline_remaining > 0:
-            # a model past the switch (loaded with a larger offline_steps, e.g. by RL Zoo's --trained-agent with the
-            # yml's 1M) continues online: offline updates after fine-tuning began would undo the switch
-            if self.verbose >= 1:
-                print(
-                    f"The offline phase ended at {self.offline_updates} updates; offline_steps={self.offline_steps} is "
-                    "ignored and learn() continues online (pretrain(n_steps=...) runs more offline updates explicitly)."
-                )
-            offline_remaining = 0
+        offline_remaining = self._remaining_offline_updates()
         if progress_bar:
             progress = O2OProgressBarCallback(offline_steps=offline_remaining, online_steps=total_timesteps)
             callback = _with_callback(callback, progress)
@@ -788,6 +796,9 @@ class O2OAlgorithm(OffPolicyAlgorithm):
                 f"{path} does not hold an OfflineOnlineReplayBuffer (it holds a {type(loaded).__name__}): "
                 "pass a file written by save_replay_buffer() of an sb3_dare model."
             )
+        # the episodes that were in progress when the buffer was saved cannot go on in this env: without this, a live
+        # model's current episode would end them and chain its rewards onto theirs in the Monte-Carlo returns
+        loaded.start_new_episodes()
         if self._offline_data is not None:
             self.replay_buffer.attach_offline_data(self._offline_data)
 
