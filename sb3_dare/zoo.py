@@ -303,7 +303,8 @@ class ZooAlgorithm(O2OAlgorithm):
         ``load``, plus RL Zoo's route from a base model to DARE: a DARE class given the zip of its base algorithm
         (``python -m rl_zoo3.train --algo dare_iql -i logs/iql/<env>_1/<env>.zip``) starts from it with
         ``from_base``: the base's networks and offline phase are kept (the yml's ``offline_steps`` is ignored, the
-        base's stands), and DARE fits its behaviour model before the online phase.
+        base's stands), and DARE fits its behaviour model before the online phase. A trained model keeps the
+        ``reward_scale`` and ``reward_bias`` it was trained with when the hyperparameters give others (warning).
 
         :param path: the saved zip
         :param env: the env to continue in
