@@ -213,6 +213,7 @@ def test_pretrain_sets_up_logger_and_logs_offline_keys(pendulum_balance_dataset,
         "offline/q_value",
         "offline/value",
         "offline/advantage_weight",
+        "offline/actor_log_std",
         "offline/std_reward",
         "offline/updates_per_second",
     ):

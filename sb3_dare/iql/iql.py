@@ -268,6 +268,9 @@ class IQL(O2OAlgorithm):
             q_value=current_q.detach().mean(),
             value=values.detach().mean(),
             advantage_weight=weights.detach().mean(),
+            # the state-independent log-std, mean over action dimensions: its floor is LOG_STD_MIN (-20, as CORL; the IQL
+            # reference and d3rlpy use -5), so a collapse towards it shows here
+            actor_log_std=actor_log_std.detach().mean(),
         )
         return actor_loss + critic_loss + value_loss, metrics
 
