@@ -791,7 +791,7 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
         lines += [f"## Tier {tier}", "", "Conditions:", "", *_conditions(tier_results), ""]
         if compared:
             n_primary = sum(c.primary for c in compared)
-            size = len(compared) if planned is None else max(planned, n_primary)
+            size = n_primary if planned is None else max(planned, n_primary)
             plan = (
                 f"{size}, fixed by the tier's plan, not by which results exist: for each DARE algorithm against its base, the "
                 "final score and the dip (the paper's two claims) on each task and over the tasks; "
