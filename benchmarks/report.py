@@ -262,7 +262,7 @@ def planned_primary_family_size(tier: str) -> int | None:
         return None
     n_tasks = len(plan.tasks)
     # the DARE algorithms the tier's default matrix runs (tier S: the IQL family only)
-    dare_algorithms = {algorithm for algorithm, _, _, variant in build_matrix(plan) if algorithm in BASE_OF}
+    dare_algorithms = {algorithm for algorithm, _, _, _ in build_matrix(plan) if algorithm in BASE_OF}
     return len(dare_algorithms) * (n_tasks + (1 if n_tasks > 1 else 0)) * len(PRIMARY_METRICS)
 
 
