@@ -315,7 +315,7 @@ class ZooAlgorithm(O2OAlgorithm):
         :param kwargs: attributes to change (RL Zoo passes the yml's hyperparameters)
         :return: the model
         """
-        from sb3_dare.common.checkpoint import _same_algorithm, saved_algorithm_of, saved_data_of
+        from sb3_dare.common.checkpoint import ALGORITHM_KEY, _same_algorithm, saved_data_of
 
         saved_data = saved_data_of(path) if isinstance(path, str | os.PathLike) else {}
         for key in ("reward_scale", "reward_bias"):
@@ -328,8 +328,8 @@ class ZooAlgorithm(O2OAlgorithm):
                 )
                 kwargs.pop(key)
         base_class = getattr(cls, "base_algorithm", None)
-        saved = saved_algorithm_of(path) if isinstance(path, str | os.PathLike) else None
-        if base_class is not None and saved is not None and _same_algorithm(saved, base_class):
+        saved = saved_data.get(ALGORITHM_KEY)  # the zip is read once for both checks
+        if base_class is not None and saved is not None and _same_algorithm(str(saved), base_class):
             kwargs.pop("offline_steps", None)  # the base's offline phase is the one this run fine-tunes from
             if kwargs.get("verbose", 0) >= 1:
                 print(f"{os.fspath(path)!r} holds {base_class.__name__}: starting {cls.__name__} from it (from_base)")

@@ -257,17 +257,6 @@ def saved_data_of(path: str | os.PathLike) -> dict[str, Any]:
     return raw
 
 
-def saved_algorithm_of(path: str | os.PathLike) -> str | None:
-    """
-    The algorithm a model zip records (``saved_algorithm_name()`` at save time), read without loading the model.
-
-    :param path: the zip, with or without ``.zip``
-    :return: the name, or None for a zip that records none (or that cannot be read: ``load`` then reports why)
-    """
-    value = saved_data_of(path).get(ALGORITHM_KEY)
-    return None if value is None else str(value)
-
-
 def _saved_name(algorithm: type) -> str:
     """What ``algorithm`` records in its zips: :meth:`O2OAlgorithm.saved_algorithm_name`, else the class name."""
     name = getattr(algorithm, "saved_algorithm_name", None)
