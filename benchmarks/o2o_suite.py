@@ -839,6 +839,27 @@ def run_parallel(specs: Sequence[RunSpec], workers: int, results_dir: Path, cach
     return failed
 
 
+def unavailable_datasets(tasks: Sequence[str]) -> list[str]:
+    """
+    Load each task's dataset once, in the parent, before any run starts.
+
+    A mistyped id then fails at once with the loader's message instead of in every run; a dataset that must be
+    downloaded is downloaded once here, not by parallel runs into the same folder at the same time.
+
+    :param tasks: dataset ids or folders
+    :return: one message per dataset that could not be loaded
+    """
+    from sb3_dare.data import load_offline_data
+
+    messages = []
+    for task in tasks:
+        try:
+            load_offline_data(task)
+        except (FileNotFoundError, ValueError) as error:
+            messages.append(f"Task {task!r}: {error}")
+    return messages
+
+
 def _int_list(text: str) -> list[int]:
     return [int(value) for value in text.replace(" ", "").split(",") if value]
 
@@ -906,6 +927,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             shared = checkpoint_dir(cache_dir, spec) if spec.family in BASE_ALGORITHMS else "(own offline phase)"
             print(f"  {state:4s}  {spec.name}  checkpoint: {shared}")
         return 0
+    unavailable = unavailable_datasets(sorted({spec.task for spec in todo}))
+    if unavailable:
+        print("\n".join(unavailable) + "\nNo run was started.", file=sys.stderr)
+        return 2
     if any(spec.algorithm in PEER_ALGORITHMS for spec in todo):
         ensure_d3rlpy_environment()
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -241,6 +241,16 @@ def test_micro_run_end_to_end(pendulum_balance_dataset, tmp_path):
     assert len(list(results.glob("curves_*.png"))) == 1 and len(list(results.glob("exchange_*.png"))) == 1
 
 
+def test_a_task_whose_dataset_cannot_be_loaded_stops_the_suite_before_any_run(tmp_path, capsys):
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    missing = str(tmp_path / "no-such-dataset")
+    argv = _micro_argv(missing, results, cache, ["iql"], seed=0, workers=1, steps=20, eval_freq=20, batch=32)
+    assert suite.main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"Task {missing!r}" in error and "does not exist" in error and "No run was started" in error
+    assert not results.exists() and not (cache / "logs").exists()
+
+
 def test_micro_run_calql_family_end_to_end(pendulum_balance_dataset, tmp_path):
     # the CalQL family's path through the suite (Cal-QL's checkpoint, DARE_CalQL's switch), before hours of tier M
     results, cache = tmp_path / "results", tmp_path / "cache"
