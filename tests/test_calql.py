@@ -139,8 +139,16 @@ def test_unknown_returns_in_an_update_are_no_bound():
         assert th.equal(results[0][key], results[1][key]), key
 
 
-def test_train_step_losses_match_direct_computation():
-    model = tiny_model(cql_n_actions=3, cql_alpha=2.0, ent_coef="auto_0.5", gamma=0.9)
+@pytest.mark.parametrize("max_target_backup, backup_entropy", [(False, False), (True, False), (True, True)])
+def test_train_step_losses_match_direct_computation(max_target_backup, backup_entropy):
+    model = tiny_model(
+        cql_n_actions=3,
+        cql_alpha=2.0,
+        ent_coef="auto_0.5",
+        gamma=0.9,
+        cql_max_target_backup=max_target_backup,
+        backup_entropy=backup_entropy,
+    )
     before = copy.deepcopy(model.policy)
     batch = make_batch()
     th.manual_seed(7)
@@ -148,15 +156,26 @@ def test_train_step_losses_match_direct_computation():
 
     # replay the update's random draws on the pre-update networks
     n, obs, next_obs = 3, batch.observations, batch.next_observations
+    n_target = n if max_target_backup else 1
     th.manual_seed(7)
     with th.no_grad():
         new_actions, new_log_prob = before.actor.action_log_prob(obs)
-        states = th.cat([obs.unsqueeze(1).expand(-1, n, -1), next_obs.unsqueeze(1).expand(-1, n + 1, -1)], dim=1)
+        states = th.cat([obs.unsqueeze(1).expand(-1, n, -1), next_obs.unsqueeze(1).expand(-1, n + n_target, -1)], dim=1)
         sampled, sampled_log_prob = before.actor.action_log_prob(states)
         uniform = th.rand(len(obs), n, ACTION_DIM) * 2 - 1
-        current, following, target_action = sampled[:, :n], sampled[:, n : 2 * n], sampled[:, 2 * n]
-        q_next_target = before.critic_target(next_obs, target_action).min(dim=0).values
-        target = batch.rewards[:, 0] + 0.9 * (1 - batch.dones[:, 0]) * q_next_target
+        current, following = sampled[:, :n], sampled[:, n : 2 * n]
+        # the TD target backs up the sample a'_j with the largest min_k Qbar_k(s', a'_j) (the only one without the
+        # max-target backup), minus alpha log pi(a'_j | s') with backup_entropy
+        backed_up = []
+        for i in range(len(obs)):
+            candidates = []
+            for j in range(n_target):
+                target_action = sampled[i, 2 * n + j]
+                q = before.critic_target(next_obs[i], target_action).min().item()
+                candidates.append((q, q - 0.5 * sampled_log_prob[i, 2 * n + j].item()))
+            best_q, best_with_entropy = max(candidates)
+            backed_up.append(best_with_entropy if backup_entropy else best_q)
+        target = batch.rewards[:, 0] + 0.9 * (1 - batch.dones[:, 0]) * th.tensor(backed_up)
         q_data = before.critic(obs, batch.actions)
         expected_td = np.mean([sum((q_data[k, i] - target[i]).item() ** 2 for k in range(2)) for i in range(len(obs))])
         q_at = lambda actions: before.critic(obs.unsqueeze(1).expand(-1, n, -1), actions)  # noqa: E731
@@ -188,16 +207,22 @@ def test_train_step_losses_match_direct_computation():
         th.testing.assert_close(target_param, (1 - model.tau) * old_target + model.tau * new_param)
 
 
-def test_all_action_evaluations_in_one_critic_call():
-    model = tiny_model(cql_n_actions=4)
+@pytest.mark.parametrize("max_target_backup", [False, True])
+def test_all_action_evaluations_in_one_critic_call(max_target_backup):
+    model = tiny_model(cql_n_actions=4, cql_max_target_backup=max_target_backup)
     calls: list[tuple[str, tuple[int, ...]]] = []
     for name in ("critic", "critic_target"):
         module = getattr(model.policy, name)
         module.register_forward_hook(lambda _m, inputs, _out, name=name: calls.append((name, tuple(inputs[1].shape))))
     model._train_step(make_batch())
     # one call on the data action and the 3 x 4 sampled actions of every state, one for the actor's loss,
-    # one target call for the TD target
-    expected = [("critic", (6, 13, ACTION_DIM)), ("critic", (6, ACTION_DIM)), ("critic_target", (6, ACTION_DIM))]
+    # one target call for the TD target (on its one sample a' per state, or 4 with the max-target backup)
+    target_samples = 4 if max_target_backup else 1
+    expected = [
+        ("critic", (6, 13, ACTION_DIM)),
+        ("critic", (6, ACTION_DIM)),
+        ("critic_target", (6, target_samples, ACTION_DIM)),
+    ]
     assert sorted(calls) == sorted(expected)
 
 

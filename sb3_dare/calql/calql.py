@@ -103,7 +103,7 @@ class CalQL(O2OAlgorithm):
     :param offline_steps: gradient steps of the offline phase
     :param learning_rate: learning rate of the critics (and of the Lagrange multiplier)
     :param actor_learning_rate: learning rate of the actor and of the entropy coefficient (None: ``learning_rate``)
-    :param cql_alpha: weight of the conservative regulariser (5 to 10 in the reference; 10 default)
+    :param cql_alpha: weight of the conservative regulariser (the authors use 5, and 1 on Adroit; 10 default)
     :param cql_n_actions: actions sampled per state from each of the three proposals (uniform, pi(.|s), pi(.|s'))
     :param cql_temperature: temperature of the log-sum-exp over the sampled actions
     :param cql_importance_sample: subtract the proposals' log-densities inside the log-sum-exp (the reference default)
@@ -119,6 +119,10 @@ class CalQL(O2OAlgorithm):
         at x) or a fixed float
     :param target_entropy: entropy target of the learned coefficient (``"auto"``: ``-action_dim``)
     :param backup_entropy: subtract ``alpha log pi(a' | s')`` in the TD target (off, as in the Cal-QL reference)
+    :param cql_max_target_backup: the TD target backs up the best of ``cql_n_actions`` actions sampled from
+        ``pi(. | s')`` (each scored by the minimum over the target critics) instead of one sample: on in the Cal-QL
+        authors' code (their sparse-reward tasks) and CORL's configurations, off in CQL's MuJoCo configuration and by
+        default here (see ``docs/calql.md``)
     :param torch_compile: compute the critic's losses through ``torch.compile`` (on CPU it needs a C++ compiler; the
         first updates take longer while it compiles; see ``docs/speed.md``)
     :param buffer_size: capacity of the online part of the replay buffer
@@ -177,6 +181,7 @@ class CalQL(O2OAlgorithm):
         ent_coef: str | float = "auto",
         target_entropy: str | float = "auto",
         backup_entropy: bool = False,
+        cql_max_target_backup: bool = False,
         torch_compile: bool = False,
         buffer_size: int = 1_000_000,
         learning_starts: int = 0,
@@ -215,6 +220,7 @@ class CalQL(O2OAlgorithm):
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
         self.backup_entropy = backup_entropy
+        self.cql_max_target_backup = cql_max_target_backup
         self.torch_compile = torch_compile
         self._compiled_critic_losses: Callable[..., tuple[th.Tensor, ...]] | None = None
         self.log_ent_coef = None
@@ -351,29 +357,38 @@ class CalQL(O2OAlgorithm):
         new_actions, new_log_prob = self.actor.sample_with_log_prob(mean, log_std)
 
         with th.no_grad():
-            # one draw: n actions from pi(. | s), n from pi(. | s') for the regulariser, one more from pi(. | s') for
-            # the TD target; the actor network runs once per state (pi(. | s) is the one above), not once per action
+            # one draw: n actions from pi(. | s), n from pi(. | s') for the regulariser, and from pi(. | s') the TD
+            # target's own samples (one, or n with the max-target backup: independent of the regulariser's); the actor
+            # network runs once per state (pi(. | s) is the one above), not once per action
+            n_target = n_actions if self.cql_max_target_backup else 1
             next_mean, next_log_std = self.actor.mean_log_std(next_observations)
             policy_mean = th.cat(
-                [mean.detach().unsqueeze(1).expand(-1, n_actions, -1), next_mean.unsqueeze(1).expand(-1, n_actions + 1, -1)],
+                [
+                    mean.detach().unsqueeze(1).expand(-1, n_actions, -1),
+                    next_mean.unsqueeze(1).expand(-1, n_actions + n_target, -1),
+                ],
                 dim=1,
             )
             policy_log_std = th.cat(
                 [
                     log_std.detach().unsqueeze(1).expand(-1, n_actions, -1),
-                    next_log_std.unsqueeze(1).expand(-1, n_actions + 1, -1),
+                    next_log_std.unsqueeze(1).expand(-1, n_actions + n_target, -1),
                 ],
                 dim=1,
             )
             policy_actions, policy_log_probs = self.actor.sample_with_log_prob(policy_mean, policy_log_std)
-            current_actions, next_actions, target_actions = policy_actions.split([n_actions, n_actions, 1], dim=1)
-            log_prob_current, log_prob_next, target_log_prob = policy_log_probs.split([n_actions, n_actions, 1], dim=1)
+            split = [n_actions, n_actions, n_target]
+            current_actions, next_actions, target_actions = policy_actions.split(split, dim=1)
+            log_prob_current, log_prob_next, target_log_probs = policy_log_probs.split(split, dim=1)
             uniform_actions = th.rand_like(current_actions) * 2.0 - 1.0
 
-            # y = r + gamma (1 - d) min_k Qbar_k(s', a')   [- alpha log pi(a' | s') with backup_entropy]
-            next_q = self.critic_target(next_observations, target_actions.squeeze(1)).min(dim=0).values
+            # y = r + gamma (1 - d) max_j min_k Qbar_k(s', a'_j)   [- alpha log pi(a'_j* | s') with backup_entropy],
+            # j over the target's samples (one without the max-target backup)
+            target_states = next_observations.unsqueeze(1).expand(-1, n_target, -1)
+            sampled_next_q = self.critic_target(target_states, target_actions).min(dim=0).values  # (batch, n_target)
+            next_q, best = sampled_next_q.max(dim=1)
             if self.backup_entropy:
-                next_q = next_q - ent_coef * target_log_prob.squeeze(1)
+                next_q = next_q - ent_coef * target_log_probs.gather(1, best.unsqueeze(1)).squeeze(1)
             q_targets = rewards + self.gamma * not_done * next_q
 
         mc_returns = replay_data.mc_returns if self.calibration else None
