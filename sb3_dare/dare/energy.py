@@ -105,7 +105,8 @@ def train_energy_cep(
     :param generator: torch generator for minibatches, times and noise.
     :param progress_bar: show a progress bar.
     :return: ``{"loss": ..., "target_entropy": ...}``: the mean loss over the last 100 steps and the
-        mean entropy of the targets, the lowest loss reachable (the difference is a KL divergence).
+        mean entropy of the targets, a lower bound of the loss (the difference is a KL divergence; at t > 0 the
+        noised actions cannot tell the targets apart perfectly, so the loss stays above it).
     """
     n_states, n_support_actions, action_dim = support_actions.shape
     device = support_actions.device
