@@ -90,6 +90,7 @@ ONLINE_ONLY_ARGUMENTS = frozenset(
         "offline_ratio",
         "online_learning_rate",
         "online_actor_learning_rate",
+        "cql_alpha_online",
         "buffer_size",
         "learning_starts",
         "train_freq",

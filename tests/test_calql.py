@@ -289,6 +289,28 @@ def test_defaults_and_entropy_coefficient():
     assert tiny_model(ent_coef="auto_0.1").log_ent_coef.exp().item() == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("cql_alpha_online", [None, 0.5, 0.0])
+def test_cql_alpha_online_replaces_the_weight_at_the_switch_once(cql_alpha_online, tmp_path):
+    model = tiny_model(offline_steps=3, cql_alpha=4.0, cql_alpha_online=cql_alpha_online)
+    model.pretrain(n_steps=2)
+    assert model.cql_alpha == 4.0 and not model.offline_phase_done
+    model.pretrain()
+    expected = 4.0 if cql_alpha_online is None else cql_alpha_online
+    assert model.offline_phase_done and model.cql_alpha == expected
+    # the updates after the switch weigh the regulariser with it: the same update with weight 1 scales by it
+    weighted, unit = copy.deepcopy(model), copy.deepcopy(model)
+    unit.cql_alpha = 1.0
+    th.manual_seed(1)
+    weighted_loss = weighted._train_step(make_batch())["conservative_loss"].item()
+    th.manual_seed(1)
+    unit_loss = unit._train_step(make_batch())["conservative_loss"].item()
+    assert unit_loss != 0.0 and weighted_loss == pytest.approx(expected * unit_loss, rel=1e-5, abs=1e-7)
+    # a model saved after the switch keeps the online weight and does not apply it again
+    model.save(tmp_path / "model.zip")
+    loaded = CalQL.load(tmp_path / "model.zip", dataset=tiny_data())
+    assert loaded.cql_alpha == expected and loaded.cql_alpha_online == cql_alpha_online
+
+
 def test_offline_logs(tmp_path):
     model = tiny_model(cql_lagrange=True, offline_log_interval=2)
     model.set_logger(configure(str(tmp_path), ["csv"]))
@@ -305,6 +327,8 @@ def test_offline_logs(tmp_path):
     "kwargs, message",
     [
         (dict(cql_alpha=-1.0), r"cql_alpha must be in \[0.0, inf\)"),
+        (dict(cql_alpha_online=-1.0), r"cql_alpha_online must be in \[0.0, inf\)"),
+        (dict(cql_alpha_online=float("nan")), r"cql_alpha_online must be in \[0.0, inf\)"),
         (dict(cql_n_actions=0), r"cql_n_actions must be an integer in \[1, inf\)"),
         (dict(cql_n_actions=2.5), "cql_n_actions must be an integer"),
         (dict(cql_temperature=0.0), r"cql_temperature must be in \(0.0, inf\)"),

@@ -104,6 +104,8 @@ class CalQL(O2OAlgorithm):
     :param learning_rate: learning rate of the critics (and of the Lagrange multiplier)
     :param actor_learning_rate: learning rate of the actor and of the entropy coefficient (None: ``learning_rate``)
     :param cql_alpha: weight of the conservative regulariser (the authors use 5, and 1 on Adroit; 10 default)
+    :param cql_alpha_online: the regulariser's weight from the end of the offline phase on (None: keep ``cql_alpha``;
+        0 switches the regulariser off online); the authors' ``cql_min_q_weight_online``, CORL's ``cql_alpha_online``
     :param cql_n_actions: actions sampled per state from each of the three proposals (uniform, pi(.|s), pi(.|s'))
     :param cql_temperature: temperature of the log-sum-exp over the sampled actions
     :param cql_importance_sample: subtract the proposals' log-densities inside the log-sum-exp (the reference default)
@@ -171,6 +173,7 @@ class CalQL(O2OAlgorithm):
         learning_rate: float | Schedule = 3e-4,
         actor_learning_rate: float | Schedule | None = 1e-4,
         cql_alpha: float = 10.0,
+        cql_alpha_online: float | None = None,
         cql_n_actions: int = 10,
         cql_temperature: float = 1.0,
         cql_importance_sample: bool = True,
@@ -210,6 +213,7 @@ class CalQL(O2OAlgorithm):
     ):
         self.actor_learning_rate = actor_learning_rate
         self.cql_alpha = cql_alpha
+        self.cql_alpha_online = cql_alpha_online
         self.cql_n_actions = cql_n_actions
         self.cql_temperature = cql_temperature
         self.cql_importance_sample = cql_importance_sample
@@ -264,6 +268,8 @@ class CalQL(O2OAlgorithm):
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
         _check_range("cql_alpha", self.cql_alpha, 0.0, math.inf, high_open=True)
+        if self.cql_alpha_online is not None:
+            _check_range("cql_alpha_online", self.cql_alpha_online, 0.0, math.inf, high_open=True)
         if isinstance(self.cql_n_actions, bool) or not isinstance(self.cql_n_actions, int) or self.cql_n_actions < 1:
             raise ValueError(f"cql_n_actions must be an integer in [1, inf), got {self.cql_n_actions}.")
         _check_range("cql_temperature", self.cql_temperature, 0.0, math.inf, low_open=True, high_open=True)
@@ -332,6 +338,13 @@ class CalQL(O2OAlgorithm):
         if self.cql_alpha_prime_optimizer is not None:
             schedules.append((self.cql_alpha_prime_optimizer, self.lr_schedule))
         return schedules
+
+    def _on_offline_phase_end(self) -> None:
+        super()._on_offline_phase_end()
+        if self.cql_alpha_online is not None:
+            # once, at the switch: a model saved later keeps the online weight in cql_alpha, and a resumed offline phase
+            # reaches this point with the offline one
+            self.cql_alpha = self.cql_alpha_online
 
     def _optimizers(self) -> list[th.optim.Optimizer]:
         optimizers = [self.actor.optimizer, self.critic.optimizer]
