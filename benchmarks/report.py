@@ -38,6 +38,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DIP_FRACTION = 0.2
 FINAL_LAST = 3
 MIN_SEEDS_FOR_CLAIM = 3  # fewer paired seeds never yield "beats" or "is worse than"
+CLAIM_WORDS = ("beats", "is worse than")  # the verdicts that claim a difference
+MAX_SEEDS_SHOWN_AS_RANGE = 4  # the IQM's percentile bootstrap interval of at most 4 values is their range
 BASE_OF = {"dare_iql": "iql", "dare_calql": "calql"}
 # The primary (confirmatory) comparisons test the paper's two claims (ALGORITHM.md): DARE + base beats the base after
 # fine-tuning (final score) with a smaller dip at the switch. The online AUC is reported, as a secondary comparison.
@@ -193,14 +195,15 @@ def paired_interval(differences: np.ndarray) -> tuple[float, float, float]:
     which would overstate every verdict built on it.
 
     :param differences: (seeds,) or (seeds, tasks) paired differences
-    :return: (mean, lower, upper); the interval is NaN with fewer than 2 seeds
+    :return: (mean, lower, upper); the interval is NaN with fewer than 2 seeds, and when every seed's difference is the
+        same (no spread to estimate an interval from: a zero-width interval would turn any constant into a claim)
     """
     from scipy import stats
 
     values = np.asarray(differences, dtype=float)
     per_seed = values.mean(axis=1) if values.ndim == 2 else values
     mean = float(per_seed.mean())
-    if len(per_seed) < 2:
+    if len(per_seed) < 2 or per_seed.std(ddof=1) == 0:
         return mean, float("nan"), float("nan")
     half_width = float(stats.t.ppf(0.975, len(per_seed) - 1) * per_seed.std(ddof=1) / np.sqrt(len(per_seed)))
     return mean, mean - half_width, mean + half_width
@@ -211,7 +214,7 @@ def paired_p_value(differences: np.ndarray) -> float:
     Two-sided p-value of the paired t-test of :func:`paired_interval` (mean difference 0), on the same replicates.
 
     :param differences: (seeds,) or (seeds, tasks) paired differences
-    :return: the p-value; NaN with fewer than 2 seeds
+    :return: the p-value; NaN with fewer than 2 seeds or no spread (see :func:`paired_interval`)
     """
     from scipy import stats
 
@@ -221,7 +224,7 @@ def paired_p_value(differences: np.ndarray) -> float:
         return float("nan")
     spread = per_seed.std(ddof=1)
     if spread == 0:
-        return 0.0 if per_seed.mean() != 0 else 1.0
+        return float("nan")
     t_statistic = per_seed.mean() / (spread / np.sqrt(len(per_seed)))
     return float(2 * stats.t.sf(abs(t_statistic), len(per_seed) - 1))
 
@@ -304,7 +307,17 @@ class Comparison:
             adjusted = (
                 f"{adjusted}, {self.adjusted['primary']:.3f} over the {self.family_size['primary']} planned primary ones"
             )
-        return f"{self.prefix}{self.text}; p = {self.p_value:.3f}, {adjusted}."
+        # a primary comparison is judged in its planned family, the others in the tier's
+        family_adjusted = self.adjusted["primary" if self.primary else "all"]
+        caveat = ""
+        if self.verdict in CLAIM_WORDS and not family_adjusted < 0.05:
+            caveat = f": '{self.verdict}' holds for this comparison alone, not after Holm's adjustment"
+        return f"{self.prefix}{self.text}; p = {self.p_value:.3f}, {adjusted}{caveat}."
+
+    @property
+    def verdict(self) -> str:
+        """The verdict word of the statement (``beats``, ``is worse than`` or ``does not beat``)."""
+        return next((word for word in (*CLAIM_WORDS, "does not beat") if f" {word} " in self.text), "")
 
 
 def adjust_and_render(
@@ -395,11 +408,17 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _fmt_interval(point: float, low: float, high: float, n: int) -> str:
-    if n < 2:
+def _fmt_interval(point: float, low: float, high: float, seeds: int, per_task: bool = False) -> str:
+    """
+    An IQM and its bootstrap interval; written ``(n seeds: low to high)`` rather than ``[low, high]`` when there are
+    too few seeds for a 95 % interval: the percentile bootstrap of the IQM of at most 4 values reaches their lowest
+    and highest (a resample repeating the lowest value three times out of four has that IQM, with probability 5 %),
+    so on one task it is the seeds' range; over tasks (``per_task``: ``seeds`` a task) it covers well under 95 %.
+    """
+    if seeds < 2:
         return f"{point:.1f} (1 seed)"
-    if n == 2:  # the bootstrap interval of two values is their range: say so rather than call it a 95 % interval
-        return f"{point:.1f} (2 seeds: {low:.1f} to {high:.1f})"
+    if seeds <= MAX_SEEDS_SHOWN_AS_RANGE:
+        return f"{point:.1f} ({seeds} seeds{' a task' if per_task else ''}: {low:.1f} to {high:.1f})"
     return f"{point:.1f} [{low:.1f}, {high:.1f}]"
 
 
@@ -524,6 +543,14 @@ def plot_exchange_diagnostics(task: str, key: tuple[str, str], runs: dict[int, d
 PAIRED_METRICS = (("final", True, "final score"), ("auc", True, "online AUC"), ("dip", False, "dip"))
 
 
+def _fmt_difference_interval(low: float, high: float, seeds: int) -> str:
+    if seeds < 2:
+        return "(no interval)"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "(no interval: every seed's difference is the same)"
+    return f"[{low:+.1f}, {high:+.1f}]"
+
+
 def _verdict(low: float, high: float, higher_is_better: bool, enough: bool = True) -> str:
     """``beats`` / ``is worse than`` when the 95 % interval of (challenger - reference) excludes 0, else ``does not beat``."""
     if enough and (low > 0 if higher_is_better else high < 0):
@@ -555,23 +582,25 @@ def paired_verdicts(
         return [f"{challenger} and {reference} share no seed: no comparison."]
     lines: list[str | Comparison] = []
     wins = []
+    compared_seeds = 0
     for metric, higher_is_better, name in PAIRED_METRICS:
         pairs = [(run_metrics(challenger_runs[s])[metric], run_metrics(reference_runs[s])[metric]) for s in seeds]
         diffs = np.array([a - b for a, b in pairs if a is not None and b is not None])
         if not len(diffs):
             continue
+        compared_seeds = max(compared_seeds, len(diffs))
         mean, low, high = paired_interval(diffs)
         word = _verdict(low, high, higher_is_better, enough=len(diffs) >= MIN_SEEDS_FOR_CLAIM)
         wins.append(word == "beats")
         verdict = f"{challenger} {word} {reference}"
-        interval = f"[{low:+.1f}, {high:+.1f}]" if len(diffs) > 1 else "(no interval)"
+        interval = _fmt_difference_interval(low, high, len(diffs))
         direction = "" if higher_is_better else " (lower is better)"
         seeds_text = _plural(len(diffs), "seed")
         text = f"{verdict} on {name}{direction}: mean paired difference {mean:+.1f} {interval} over {seeds_text}"
         lines.append(Comparison(text, paired_p_value(diffs), eligible=len(diffs) >= MIN_SEEDS_FOR_CLAIM, metric=metric))
-    if len(seeds) < MIN_SEEDS_FOR_CLAIM:
+    if compared_seeds < MIN_SEEDS_FOR_CLAIM:
         lines.append(
-            f"{_plural(len(seeds), 'paired seed')} cannot show a difference, so no claim either way is made "
+            f"{_plural(compared_seeds, 'paired seed')} cannot show a difference, so no claim either way is made "
             f"(a claim needs at least {MIN_SEEDS_FOR_CLAIM} seeds and a 95 % interval that excludes 0)."
         )
     if wins and not any(wins):
@@ -579,26 +608,57 @@ def paired_verdicts(
     return lines
 
 
+def welch_interval(first: np.ndarray, second: np.ndarray) -> tuple[float, float, float, float]:
+    """
+    Difference of the means of two independent groups with its 95 % Welch t interval and two-sided p-value.
+
+    :param first: the first group's values
+    :param second: the second group's values
+    :return: (mean difference first - second, lower, upper, p); the interval and p are NaN when either group has
+        fewer than 2 values or neither has any spread
+    """
+    from scipy import stats
+
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    difference = float(first.mean() - second.mean()) if len(first) and len(second) else float("nan")
+    if len(first) < 2 or len(second) < 2 or (first.std() == 0 and second.std() == 0):
+        return difference, float("nan"), float("nan"), float("nan")
+    result = stats.ttest_ind(first, second, equal_var=False)
+    interval = result.confidence_interval(0.95)
+    return difference, float(interval.low), float(interval.high), float(result.pvalue)
+
+
 def peer_statements(groups: Group, reps: int) -> list[str]:
     """
-    The d3rlpy peer against sb3_dare's IQL: unpaired (each has its own offline phase), the final-score IQMs and their
-    intervals side by side, and whether the intervals are disjoint.
+    The d3rlpy peer against sb3_dare's IQL, unpaired (each has its own offline phase): the final-score IQMs side by
+    side, and the difference of the means with its Welch t interval and p-value; a difference is claimed when each
+    side has at least 3 seeds and the interval excludes 0 (one such comparison per task, not adjusted: it is outside
+    the Holm families, which hold DARE's comparisons).
     """
     peer, ours = groups.get(("d3rlpy_iql", "default")), groups.get(("iql", "default"))
     if not peer or not ours:
         return []
-    estimates = {}
+    values = {}
     for name, runs in (("d3rlpy IQL", peer), ("IQL", ours)):
-        values = np.array([m for m in (run_metrics(r)["final"] for r in runs.values()) if m is not None])
-        estimates[name] = (*iqm_interval(values, reps=reps), len(values))
-    (p, pl, ph, pn), (o, ol, oh, on) = estimates["d3rlpy IQL"], estimates["IQL"]
-    disjoint = pn >= MIN_SEEDS_FOR_CLAIM and on >= MIN_SEEDS_FOR_CLAIM and (pl > oh or ol > ph)
-    relation = (
-        "the intervals are disjoint" if disjoint else "no difference is claimed (overlapping intervals or too few seeds)"
+        values[name] = np.array([m for m in (run_metrics(r)["final"] for r in runs.values()) if m is not None])
+    peer_values, our_values = values["d3rlpy IQL"], values["IQL"]
+    peer_text = _fmt_interval(*iqm_interval(peer_values, reps=reps), len(peer_values))
+    our_text = _fmt_interval(*iqm_interval(our_values, reps=reps), len(our_values))
+    difference, low, high, p_value = welch_interval(peer_values, our_values)
+    enough = min(len(peer_values), len(our_values)) >= MIN_SEEDS_FOR_CLAIM
+    if enough and (low > 0 or high < 0):
+        relation = f"d3rlpy's IQL ends {'higher' if low > 0 else 'lower'} (unadjusted)"
+    else:
+        relation = "no difference is claimed" + ("" if enough else f" (a claim needs {MIN_SEEDS_FOR_CLAIM} seeds a side)")
+    welch = (
+        f"difference of the means {difference:+.1f} [{low:+.1f}, {high:+.1f}] (Welch t interval), p = {p_value:.3f}"
+        if np.isfinite(low)
+        else f"difference of the means {difference:+.1f} (no interval)"
     )
     return [
-        f"Peer (unpaired, own offline phase): d3rlpy IQL final score {_fmt_interval(p, pl, ph, pn)} over "
-        f"{_plural(pn, 'seed')}, sb3_dare IQL {_fmt_interval(o, ol, oh, on)} over {_plural(on, 'seed')}: {relation}."
+        f"Peer (unpaired, own offline phase): d3rlpy IQL final score {peer_text} over "
+        f"{_plural(len(peer_values), 'seed')}, sb3_dare IQL {our_text} over {_plural(len(our_values), 'seed')}; "
+        f"{welch}: {relation}."
     ]
 
 
@@ -733,14 +793,21 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
         f"Generated by `benchmarks/report.py` from {len(results)} run JSONs in this folder (one per algorithm, task, "
         "seed and variant, written by `benchmarks/o2o_suite.py`). Every number and figure below was measured in those "
         "runs; nothing is extrapolated. Scores are normalised (x100) with the dataset's reference returns. Aggregates "
-        "are the IQM across seeds with a 95 % stratified bootstrap interval (rliable; with 2 seeds it is their range). "
+        "are the IQM across seeds with a 95 % stratified bootstrap interval (rliable), written [low, high]; with 4 seeds "
+        "or fewer it is written (n seeds: low to high) instead, because it is no 95 % interval: on one task the IQM's "
+        "percentile bootstrap then reaches the lowest and highest seed, so it is their range, and over tasks (n seeds a "
+        "task) it covers well under 95 %. "
         "Comparisons are mean paired differences per seed (base and DARE runs of a seed share the offline checkpoint, so "
         "they differ only online) with a 95 % Student-t interval over seeds (the percentile bootstrap covers well under "
-        "95 % with 3-5 seeds); a comparison says 'beats' or 'is worse than' only with at least 3 seeds and an interval "
-        "that excludes 0. Each interval holds for its own comparison, so among many a few exclude 0 by chance: every "
-        "comparison also gives its paired t-test p-value and Holm's adjustment over the tier's comparisons that have "
-        "enough seeds for a claim (and, for DARE against its base on final score and dip, over the tier's primary "
-        "family, fixed by its plan), and each tier starts with what survives them. "
+        "95 % with 3-5 seeds; the t interval assumes roughly normal differences, which 3-5 seeds cannot check, and the "
+        "dip, floored at 0, is far from normal); a comparison says 'beats' or 'is worse than' only with at least 3 seeds "
+        "and an interval that excludes 0. Each interval holds for its own comparison, so among many a few exclude 0 by "
+        "chance: every comparison also gives its paired t-test p-value and Holm's adjustment over the tier's comparisons "
+        "that have enough seeds for a claim (and, for DARE against its base on final score and dip, over the tier's "
+        "primary family, fixed by its plan; a primary comparison is judged in that family, the others in the tier's), "
+        "each 'beats' or 'is worse than' that does not survive its family's adjustment says so, and each tier starts "
+        "with what survives. The peer row (d3rlpy) is compared unpaired: the difference of the means with its Welch t "
+        "interval, outside the Holm families. "
         "The IQM intervals' ends move by up to about 2 points between bootstrap seeds, and with 5 seeds the percentile "
         "bootstrap covers nearer 90 % than 95 %. "
         "Metrics: offline score = last offline evaluation; final = mean of the last 3 online evaluations; dip = offline "
@@ -832,9 +899,9 @@ def _over_tasks(tasks: dict[str, Group], reps: int) -> list[str | Comparison]:
         cells = []
         for metric in ("offline", "final", "dip", "auc"):
             table = np.array([[m[metric] for m in row] for row in metrics], dtype=float)
-            # the interval resamples tasks x seeds values (stratified), not the seeds alone: only 1 seed is special
-            n_values = len(seeds) if len(seeds) < 2 else table.size
-            cells.append(_fmt_interval(*iqm_interval(table, reps=reps), n_values) if np.isfinite(table).all() else "n/a")
+            # the interval resamples the seeds within each task (stratified)
+            interval = iqm_interval(table, reps=reps)
+            cells.append(_fmt_interval(*interval, len(seeds), per_task=True) if np.isfinite(table).all() else "n/a")
         cost = np.mean([m["total_min"] for row in metrics for m in row])
         rows.append(f"| {label(*key)} | {len(tasks)} x {len(seeds)} | {' | '.join(cells)} | {cost:.1f} |")
     if len(rows) == 4:
@@ -860,6 +927,12 @@ def _bullet(statement: str | Comparison) -> str | Comparison:
     return f"- {statement}"
 
 
+def _difference(challenger_run: dict[str, Any], reference_run: dict[str, Any], metric: str) -> float:
+    """A metric's paired difference of two runs; NaN when either run lacks it."""
+    challenger, reference = run_metrics(challenger_run)[metric], run_metrics(reference_run)[metric]
+    return float("nan") if challenger is None or reference is None else challenger - reference
+
+
 def _paired_over_tasks(
     challenger: str, reference: str, tasks: dict[str, Group], key: tuple[str, str], reference_key: tuple[str, str]
 ) -> list[str | Comparison]:
@@ -874,18 +947,18 @@ def _paired_over_tasks(
     lines: list[str | Comparison] = []
     for metric, higher_is_better, name in PAIRED_METRICS:
         table = np.array(
-            [
-                [run_metrics(groups[key][s])[metric] - run_metrics(groups[base_key][s])[metric] for groups in tasks.values()]
-                for s in seeds
-            ],
+            [[_difference(groups[key][s], groups[base_key][s], metric) for groups in tasks.values()] for s in seeds],
             dtype=float,
         )
+        table = table[np.isfinite(table).all(axis=1)]  # seeds with the metric on every task (a dip can be missing)
+        if len(table) < MIN_SEEDS_FOR_CLAIM:
+            continue
         mean, low, high = paired_interval(table)
         direction = "" if higher_is_better else " (lower is better)"
         verdict = f"{challenger} {_verdict(low, high, higher_is_better)} {reference}"
         text = (
-            f"{verdict} on {name}{direction} over {len(tasks)} tasks x {len(seeds)} seeds: "
-            f"mean paired difference {mean:+.1f} [{low:+.1f}, {high:+.1f}] (t interval over the seeds' means over tasks)"
+            f"{verdict} on {name}{direction} over {len(tasks)} tasks x {len(table)} seeds: mean paired difference "
+            f"{mean:+.1f} {_fmt_difference_interval(low, high, len(table))} (t interval over the seeds' means over tasks)"
         )
         lines.append(Comparison(text, paired_p_value(table), metric=metric))
     return lines

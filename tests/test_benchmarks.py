@@ -167,6 +167,77 @@ def test_paired_interval_is_students_t_over_seeds():
     assert report.paired_interval(table) == pytest.approx(report.paired_interval(table.mean(axis=1)))
     point, low, high = report.paired_interval(np.array([5.0]))
     assert point == 5.0 and np.isnan(low) and np.isnan(high)
+    # every seed's difference the same: no spread, so no interval and no p-value (not a zero-width 'beats', p = 0)
+    point, low, high = report.paired_interval(np.array([2.0, 2.0, 2.0]))
+    assert point == 2.0 and np.isnan(low) and np.isnan(high) and np.isnan(report.paired_p_value(np.array([2.0] * 3)))
+    assert report._verdict(low, high, higher_is_better=True) == "does not beat"
+
+
+def test_intervals_of_four_seeds_or_fewer_are_labelled_as_such():
+    # the IQM's percentile bootstrap over 3 or 4 values is their range: it is not written as a 95 % interval
+    for values in (np.array([41.5, 43.6, 64.5]), np.array([35.6, 38.6, 48.6, 37.6])):
+        point, low, high = report.iqm_interval(values, reps=2000)
+        assert (low, high) == (values.min(), values.max())
+        assert report._fmt_interval(point, low, high, len(values)) == (
+            f"{point:.1f} ({len(values)} seeds: {low:.1f} to {high:.1f})"
+        )
+    five = np.array([30.0, 33.0, 29.9, 30.2, 41.1])
+    point, low, high = report.iqm_interval(five, reps=2000)
+    assert low > five.min() and report._fmt_interval(point, low, high, 5) == f"{point:.1f} [{low:.1f}, {high:.1f}]"
+    assert report._fmt_interval(40.0, 38.0, 45.0, 2, per_task=True) == "40.0 (2 seeds a task: 38.0 to 45.0)"
+    assert report._fmt_interval(40.0, 40.0, 40.0, 1) == "40.0 (1 seed)"
+
+
+def test_comparisons_over_tasks_leave_out_seeds_missing_a_metric(monkeypatch):
+    monkeypatch.setattr(report, "run_metrics", lambda run: run)
+    base, dare = ("iql", "default"), ("dare_iql", "default")
+
+    def run(final, dip):
+        return {"final": final, "auc": final, "dip": dip}
+
+    tasks = {
+        task: {
+            base: {seed: run(10.0 + seed, 5.0) for seed in range(4)},
+            dare: {seed: run(12.0 + seed * 1.5, None if (task, seed) == ("b", 3) else 4.0 + seed) for seed in range(4)},
+        }
+        for task in ("a", "b")
+    }
+    statements = report._paired_over_tasks("DARE_IQL", "IQL", tasks, dare, base)
+    texts = {statement.metric: statement.text for statement in statements}
+    assert "over 2 tasks x 4 seeds" in texts["final"]
+    assert "over 2 tasks x 3 seeds" in texts["dip"]  # seed 3 has no dip on task b: out of the dip's comparison only
+    seeds_per_task = {seed: run(1.0, None) for seed in range(4)}
+    tasks["a"][dare] = seeds_per_task  # no dip anywhere on task a: too few seeds for the dip's comparison
+    assert [statement.metric for statement in report._paired_over_tasks("DARE_IQL", "IQL", tasks, dare, base)] == [
+        "final",
+        "auc",
+    ]
+
+
+def test_peer_comparison_is_a_welch_interval(monkeypatch):
+    from scipy import stats
+
+    peer, ours = np.array([35.6, 38.6, 48.6, 37.6]), np.array([33.0, 33.1, 29.9, 30.2, 41.1])
+    difference, low, high, p_value = report.welch_interval(peer, ours)
+    variance = peer.var(ddof=1) / 4 + ours.var(ddof=1) / 5
+    dof = variance**2 / ((peer.var(ddof=1) / 4) ** 2 / 3 + (ours.var(ddof=1) / 5) ** 2 / 4)  # Welch-Satterthwaite
+    half_width = stats.t.ppf(0.975, dof) * np.sqrt(variance)
+    assert difference == pytest.approx(peer.mean() - ours.mean())
+    assert (low, high) == pytest.approx((difference - half_width, difference + half_width))
+    assert p_value == pytest.approx(2 * stats.t.sf(difference / np.sqrt(variance), dof))
+
+    # runs reduced to their final scores (run_metrics reads whole run JSONs)
+    monkeypatch.setattr(report, "run_metrics", lambda run: run)
+
+    def runs(finals):
+        return {seed: {"final": float(value)} for seed, value in enumerate(finals)}
+
+    statement = report.peer_statements({("d3rlpy_iql", "default"): runs(peer), ("iql", "default"): runs(ours)}, reps=50)
+    assert "(Welch t interval)" in statement[0] and statement[0].endswith("no difference is claimed.")
+    apart = report.peer_statements({("d3rlpy_iql", "default"): runs(peer + 30), ("iql", "default"): runs(ours)}, reps=50)
+    assert apart[0].endswith("d3rlpy's IQL ends higher (unadjusted).")
+    few = report.peer_statements({("d3rlpy_iql", "default"): runs(peer[:2] + 30), ("iql", "default"): runs(ours)}, 50)
+    assert few[0].endswith("no difference is claimed (a claim needs 3 seeds a side).")
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -339,7 +410,17 @@ def test_primary_family_is_fixed_by_the_plan():
     lines, kept = report.adjust_and_render([final, auc], primary_family_size=16)
     assert final.family_size == {"all": 2, "primary": 16} and final.adjusted["primary"] == pytest.approx(0.064)
     assert kept["primary"] == [] and kept["all"] == [final, auc]
-    assert lines[0].endswith("0.064 over the 16 planned primary ones.")
+    # judged in its planned family, the final score's 'beats' does not survive, and says so; the AUC's (secondary,
+    # judged over the tier's 2 comparisons) survives and stands without a caveat
+    assert lines[0].endswith(
+        "0.064 over the 16 planned primary ones: 'beats' holds for this comparison alone, not after Holm's adjustment."
+    )
+    assert lines[1] == "A beats B on online AUC; p = 0.001, Holm-adjusted 0.002 over the tier's 2 comparisons."
+    worse = report.Comparison("A is worse than B on dip", 0.03, metric="dip")
+    plain = report.Comparison("A does not beat B on dip", 0.5, metric="dip")
+    lines, _ = report.adjust_and_render([worse, plain])
+    assert lines[0].endswith("not after Holm's adjustment.") and "'is worse than'" in lines[0]
+    assert lines[1].endswith("over the tier's 2 comparisons.")  # no claim, nothing to qualify
 
 
 def test_roofline_uses_the_best_gemm_of_the_run():
