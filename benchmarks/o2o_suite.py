@@ -449,18 +449,26 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def git_revision() -> dict[str, Any]:
-    """The repository's commit and whether the working tree had changes (read-only git calls)."""
+def git_revision(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """
+    The repository's commit and whether tracked files had changes (read-only git calls); with changes, the changed
+    files and a SHA-256 of ``git diff HEAD``, so that two runs on the same commit can be told to have run the same
+    code or not (untracked files, such as result JSONs, are not code changes and are left out).
+
+    :param root: the repository
+    :return: ``{"commit", "dirty", "changed_files", "diff_sha256"}`` (None where git is unavailable)
+    """
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout
-        return {"commit": commit, "dirty": bool(status.strip())}
+        commit = git("rev-parse", "HEAD").strip()
+        changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line.strip()]
+        diff_sha256 = hashlib.sha256(git("diff", "HEAD").encode()).hexdigest() if changed else None
+        return {"commit": commit, "dirty": bool(changed), "changed_files": changed, "diff_sha256": diff_sha256}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        return {"commit": None, "dirty": None, "changed_files": None, "diff_sha256": None}
 
 
 def machine_info() -> dict[str, Any]:

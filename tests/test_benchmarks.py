@@ -107,6 +107,28 @@ def test_checkpoints_are_shared_within_a_family_and_seed(tmp_path):
     assert suite.dare_kwargs(dare)["guidance_scale"] == 8.0  # the paper's value for hopper-medium
 
 
+def test_git_revision_tells_which_changes_a_run_had(tmp_path):
+    import subprocess
+
+    def git(*arguments):
+        subprocess.run(["git", *arguments], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    (tmp_path / "result.json").write_text("{}")  # untracked: not a code change
+    clean = suite.git_revision(tmp_path)
+    assert clean["dirty"] is False and clean["changed_files"] == [] and clean["diff_sha256"] is None
+    (tmp_path / "code.py").write_text("x = 2\n")
+    first = suite.git_revision(tmp_path)
+    assert first["dirty"] and first["changed_files"] == ["code.py"] and first["commit"] == clean["commit"]
+    assert suite.git_revision(tmp_path)["diff_sha256"] == first["diff_sha256"]  # the same changes, the same hash
+    (tmp_path / "code.py").write_text("x = 3\n")
+    assert suite.git_revision(tmp_path)["diff_sha256"] != first["diff_sha256"]
+    assert suite.git_revision(tmp_path / "not-a-repo") == dict.fromkeys(clean)
+
+
 def test_done_runs_are_skipped(tmp_path):
     specs = suite.make_specs(suite.TIERS["S"], suite.build_matrix(suite.TIERS["S"]))
     assert suite.pending(tmp_path, specs) == specs
