@@ -311,6 +311,50 @@ def test_cql_alpha_online_replaces_the_weight_at_the_switch_once(cql_alpha_onlin
     assert loaded.cql_alpha == expected and loaded.cql_alpha_online == cql_alpha_online
 
 
+def test_reference_initialisation_and_log_std_offset(tmp_path):
+    default = tiny_model(policy_kwargs=dict(net_arch=[16, 16]))
+    model = tiny_model(policy_kwargs=dict(net_arch=[16, 16], orthogonal_init=True, log_std_offset=-1.0))
+    # the defaults add no parameter: models saved before these options load unchanged
+    assert set(model.policy.state_dict()) - set(default.policy.state_dict()) == {
+        "actor.log_std_multiplier",
+        "actor.log_std_offset",
+    }
+    assert not any("log_std_multiplier" in key for key in default.policy.state_dict())
+
+    def gram(matrix):  # the Gram matrix of the smaller side: gain^2 times the identity for an orthogonal matrix
+        return matrix @ matrix.T if matrix.shape[0] <= matrix.shape[1] else matrix.T @ matrix
+
+    actor_layers = [layer for layer in model.actor.trunk if isinstance(layer, th.nn.Linear)]
+    critic_layers = [*model.critic.q_networks.hidden, model.critic.q_networks.output]
+    for layers in (actor_layers, critic_layers):
+        for index, layer in enumerate(layers):
+            gain = 1e-2 if index == len(layers) - 1 else math.sqrt(2.0)
+            weights = [layer.weight] if isinstance(layer, th.nn.Linear) else [w.T for w in layer.weight]
+            for weight in weights:  # each (out, in) matrix, each critic member on its own
+                product = gram(weight.detach())
+                th.testing.assert_close(product, gain**2 * th.eye(len(product)), atol=1e-5, rtol=1e-4)
+            assert th.count_nonzero(layer.bias) == 0
+    members = model.critic.q_networks.hidden[0].weight
+    assert not th.allclose(members[0], members[1])  # independent members
+    th.testing.assert_close(model.critic_target.state_dict(), model.critic.state_dict())
+
+    # log-std = m * output + b, m = 1 and b = -1 at the start, learned with the actor
+    observations = th.randn(5, OBS_DIM)
+    raw_log_std = model.actor.trunk(observations).chunk(2, dim=-1)[1]
+    th.testing.assert_close(model.actor.mean_log_std(observations)[1], raw_log_std - 1.0)
+    actor_parameters = {id(p) for group in model.actor.optimizer.param_groups for p in group["params"]}
+    assert {id(model.actor.log_std_multiplier), id(model.actor.log_std_offset)} <= actor_parameters
+    before = model.actor.log_std_offset.item()
+    model._train_step(make_batch())
+    assert model.actor.log_std_offset.item() != before
+    model.save(tmp_path / "model.zip")
+    loaded = CalQL.load(tmp_path / "model.zip", dataset=tiny_data())
+    assert loaded.policy.orthogonal_init and loaded.policy.log_std_offset == -1.0
+    th.testing.assert_close(loaded.policy.state_dict(), model.policy.state_dict())
+    with pytest.raises(ValueError, match="log_std_offset must be a finite float"):
+        tiny_model(policy_kwargs=dict(net_arch=[16], log_std_offset=float("inf")))
+
+
 def test_offline_logs(tmp_path):
     model = tiny_model(cql_lagrange=True, offline_log_interval=2)
     model.set_logger(configure(str(tmp_path), ["csv"]))

@@ -31,6 +31,28 @@ def build_mlp(input_dim: int, output_dim: int, net_arch: list[int], activation_f
     return nn.Sequential(*layers)
 
 
+def orthogonal_init_(module: nn.Module, hidden_gain: float = math.sqrt(2.0), output_gain: float = 1e-2) -> None:
+    """
+    Orthogonal initialisation of an MLP's linear layers (``nn.Linear`` and :class:`EnsembleLinear`, member by
+    member), zero biases: gain ``hidden_gain`` for the hidden layers, ``output_gain`` for the last one (the
+    Cal-QL and CQL reference codes' ``orthogonal_init``).
+
+    :param module: the network; its linear layers are taken in registration order, the last being the output layer
+    :param hidden_gain: gain of the hidden layers (sqrt(2), for ReLU)
+    :param output_gain: gain of the output layer (small: outputs start near 0)
+    """
+    layers = [layer for layer in module.modules() if isinstance(layer, nn.Linear | EnsembleLinear)]
+    with th.no_grad():
+        for index, layer in enumerate(layers):
+            gain = output_gain if index == len(layers) - 1 else hidden_gain
+            if isinstance(layer, EnsembleLinear):
+                for member in layer.weight:  # (in, out): initialised as the (out, in) matrix of an nn.Linear
+                    nn.init.orthogonal_(member.T, gain=gain)
+            else:
+                nn.init.orthogonal_(layer.weight, gain=gain)
+            nn.init.zeros_(layer.bias)
+
+
 def soft_update(source: nn.Module, target: nn.Module, tau: float) -> None:
     """
     Polyak averaging ``target <- (1 - tau) target + tau source`` of every parameter, in one fused call
@@ -307,14 +329,29 @@ class SquashedGaussianActor(nn.Module):
     :param action_dim: action dimensions
     :param net_arch: hidden layer sizes
     :param activation_fn: activation class
+    :param log_std_offset: None: the network's log-std output is the log-std. A float: the log-std is
+        ``m * output + b`` with two learned scalars starting at ``m = 1`` and ``b = log_std_offset`` (the Cal-QL
+        authors' actor, whose ``b`` starts at -1), before the clip to [LOG_STD_MIN, LOG_STD_MAX]
     """
 
     optimizer: th.optim.Optimizer
 
-    def __init__(self, observation_dim: int, action_dim: int, net_arch: list[int], activation_fn: type[nn.Module] = nn.ReLU):
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module] = nn.ReLU,
+        log_std_offset: float | None = None,
+    ):
         super().__init__()
         self.action_dim = action_dim
         self.trunk = build_mlp(observation_dim, 2 * action_dim, net_arch, activation_fn)
+        self.log_std_multiplier: nn.Parameter | None = None
+        self.log_std_offset: nn.Parameter | None = None
+        if log_std_offset is not None:
+            self.log_std_multiplier = nn.Parameter(th.tensor(1.0))
+            self.log_std_offset = nn.Parameter(th.tensor(float(log_std_offset)))
 
     def mean_log_std(self, observations: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """
@@ -322,6 +359,8 @@ class SquashedGaussianActor(nn.Module):
         :return: the mean and the clipped log-std of the Gaussian before the tanh, each (..., action_dim)
         """
         mean, log_std = self.trunk(observations).chunk(2, dim=-1)
+        if self.log_std_multiplier is not None and self.log_std_offset is not None:
+            log_std = self.log_std_multiplier * log_std + self.log_std_offset
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def forward(self, observations: th.Tensor, deterministic: bool = False) -> th.Tensor:
