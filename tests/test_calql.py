@@ -290,25 +290,32 @@ def test_defaults_and_entropy_coefficient():
 
 
 @pytest.mark.parametrize("cql_alpha_online", [None, 0.5, 0.0])
-def test_cql_alpha_online_replaces_the_weight_at_the_switch_once(cql_alpha_online, tmp_path):
+def test_cql_alpha_online_weighs_the_regulariser_after_the_switch(cql_alpha_online, tmp_path):
+    from sb3_dare import DARE_CalQL
+
     model = tiny_model(offline_steps=3, cql_alpha=4.0, cql_alpha_online=cql_alpha_online)
     model.pretrain(n_steps=2)
-    assert model.cql_alpha == 4.0 and not model.offline_phase_done
+    assert model.current_cql_alpha == 4.0 and not model.offline_phase_done
     model.pretrain()
     expected = 4.0 if cql_alpha_online is None else cql_alpha_online
-    assert model.offline_phase_done and model.cql_alpha == expected
-    # the updates after the switch weigh the regulariser with it: the same update with weight 1 scales by it
+    # cql_alpha keeps the offline weight; the updates after the switch use the online one
+    assert model.offline_phase_done and model.cql_alpha == 4.0 and model.current_cql_alpha == expected
     weighted, unit = copy.deepcopy(model), copy.deepcopy(model)
-    unit.cql_alpha = 1.0
+    unit.cql_alpha, unit.cql_alpha_online = 1.0, None
     th.manual_seed(1)
     weighted_loss = weighted._train_step(make_batch())["conservative_loss"].item()
     th.manual_seed(1)
     unit_loss = unit._train_step(make_batch())["conservative_loss"].item()
     assert unit_loss != 0.0 and weighted_loss == pytest.approx(expected * unit_loss, rel=1e-5, abs=1e-7)
-    # a model saved after the switch keeps the online weight and does not apply it again
+    # saved and loaded, both weights are there; an override at load replaces the online one only
     model.save(tmp_path / "model.zip")
     loaded = CalQL.load(tmp_path / "model.zip", dataset=tiny_data())
-    assert loaded.cql_alpha == expected and loaded.cql_alpha_online == cql_alpha_online
+    assert (loaded.cql_alpha, loaded.cql_alpha_online, loaded.current_cql_alpha) == (4.0, cql_alpha_online, expected)
+    overridden = CalQL.load(tmp_path / "model.zip", dataset=tiny_data(), cql_alpha_online=None)
+    assert overridden.current_cql_alpha == 4.0
+    # DARE from this base starts its own switch with the base's offline weight
+    dare = DARE_CalQL.from_base(model, behavior_model="gaussian", guidance_scale=0.0)
+    assert (dare.cql_alpha, dare.cql_alpha_online, dare.current_cql_alpha) == (4.0, cql_alpha_online, 4.0)
 
 
 def test_reference_initialisation_and_log_std_offset(tmp_path):

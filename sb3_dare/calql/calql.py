@@ -105,7 +105,8 @@ class CalQL(O2OAlgorithm):
     :param actor_learning_rate: learning rate of the actor and of the entropy coefficient (None: ``learning_rate``)
     :param cql_alpha: weight of the conservative regulariser (the authors use 5, and 1 on Adroit; 10 default)
     :param cql_alpha_online: the regulariser's weight from the end of the offline phase on (None: keep ``cql_alpha``;
-        0 switches the regulariser off online); the authors' ``cql_min_q_weight_online``, CORL's ``cql_alpha_online``
+        0 switches the regulariser off online); the authors' ``cql_min_q_weight_online``, CORL's ``cql_alpha_online``.
+        ``cql_alpha`` keeps the offline weight; :attr:`current_cql_alpha` is the one in use
     :param cql_n_actions: actions sampled per state from each of the three proposals (uniform, pi(.|s), pi(.|s'))
     :param cql_temperature: temperature of the log-sum-exp over the sampled actions
     :param cql_importance_sample: subtract the proposals' log-densities inside the log-sum-exp (the reference default)
@@ -339,12 +340,16 @@ class CalQL(O2OAlgorithm):
             schedules.append((self.cql_alpha_prime_optimizer, self.lr_schedule))
         return schedules
 
-    def _on_offline_phase_end(self) -> None:
-        super()._on_offline_phase_end()
-        if self.cql_alpha_online is not None:
-            # once, at the switch: a model saved later keeps the online weight in cql_alpha, and a resumed offline phase
-            # reaches this point with the offline one
-            self.cql_alpha = self.cql_alpha_online
+    @property
+    def current_cql_alpha(self) -> float:
+        """
+        The regulariser's weight the updates use now: ``cql_alpha_online`` once the offline phase is done (when it is
+        set), else ``cql_alpha``. Both stay as given, so a saved model, ``load(..., cql_alpha_online=...)`` and
+        ``from_base`` see the offline weight and the online one apart.
+        """
+        if self.offline_phase_done and self.cql_alpha_online is not None:
+            return self.cql_alpha_online
+        return self.cql_alpha
 
     def _optimizers(self) -> list[th.optim.Optimizer]:
         optimizers = [self.actor.optimizer, self.critic.optimizer]
@@ -555,16 +560,17 @@ class CalQL(O2OAlgorithm):
         :param offline_like: (n,) the samples that keep the regulariser (None: all)
         :return: the critic's conservative losses (n,), the Lagrange multiplier's losses (n,; 0 without it)
         """
+        cql_alpha = self.current_cql_alpha
         if self.log_cql_alpha_prime is None:
             # L_CQL = cql_alpha sum_k gap_k
-            conservative_losses = self.cql_alpha * _masked(gaps.sum(dim=0), offline_like)
+            conservative_losses = cql_alpha * _masked(gaps.sum(dim=0), offline_like)
             return conservative_losses, th.zeros_like(conservative_losses)
         alpha_prime = self.log_cql_alpha_prime.exp().clamp(0.0, MAX_ALPHA_PRIME)
         constraint = gaps - self.cql_target_gap
         # L_CQL = cql_alpha alpha' sum_k (gap_k - target_gap)
-        conservative_losses = self.cql_alpha * alpha_prime.detach() * _masked(constraint.sum(dim=0), offline_like)
+        conservative_losses = cql_alpha * alpha_prime.detach() * _masked(constraint.sum(dim=0), offline_like)
         # L_alpha' = -cql_alpha alpha' mean_k (gap_k - target_gap): alpha' grows while the gap exceeds the target
-        alpha_prime_losses = -self.cql_alpha * alpha_prime * _masked(constraint.detach().mean(dim=0), offline_like)
+        alpha_prime_losses = -cql_alpha * alpha_prime * _masked(constraint.detach().mean(dim=0), offline_like)
         return conservative_losses, alpha_prime_losses
 
     # ------------------------------------------------------------------ saving

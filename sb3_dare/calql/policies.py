@@ -30,9 +30,9 @@ class CalQLPolicy(O2OPolicy):
     :param optimizer_class: optimizer class
     :param optimizer_kwargs: optimizer keyword arguments
     :param use_sde: not supported; SB3 passes it to every policy
-    :param orthogonal_init: initialise the actor and the critics orthogonally (hidden layers gain sqrt(2), output
-        layers 1e-2, zero biases), as the Cal-QL authors' code and CORL's configurations do by default; False:
-        PyTorch's default initialisation
+    :param orthogonal_init: initialise the actor and the critics orthogonally as the Cal-QL authors' code does by
+        default (hidden layers gain sqrt(2), output layers 1e-2, zero biases; CORL's port uses sqrt(2) on every
+        layer); False: PyTorch's default initialisation
     :param log_std_offset: None: the actor's log-std is its network's output; a float: ``m * output + b`` with
         learned scalars starting at ``m = 1``, ``b = log_std_offset`` (the Cal-QL authors' actor uses -1)
     """
