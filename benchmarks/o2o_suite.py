@@ -452,8 +452,8 @@ def package_versions() -> dict[str, str | None]:
 def git_revision(root: Path = REPO_ROOT) -> dict[str, Any]:
     """
     The repository's commit and whether tracked files had changes (read-only git calls); with changes, the changed
-    files and a SHA-256 of ``git diff HEAD``, so that two runs on the same commit can be told to have run the same
-    code or not (untracked files, such as result JSONs, are not code changes and are left out).
+    files and a SHA-256 of ``git diff --binary HEAD`` and of the untracked Python files, so that two runs on the same
+    commit can be told to have run the same code or not (other untracked files, such as result JSONs, are not code).
 
     :param root: the repository
     :return: ``{"commit", "dirty", "changed_files", "diff_sha256"}`` (None where git is unavailable)
@@ -465,7 +465,14 @@ def git_revision(root: Path = REPO_ROOT) -> dict[str, Any]:
     try:
         commit = git("rev-parse", "HEAD").strip()
         changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line.strip()]
-        diff_sha256 = hashlib.sha256(git("diff", "HEAD").encode()).hexdigest() if changed else None
+        new_sources = sorted(git("ls-files", "--others", "--exclude-standard", "--", "*.py").split())
+        changed += [f"{name} (untracked)" for name in new_sources]
+        diff_sha256 = None
+        if changed:
+            digest = hashlib.sha256(git("diff", "--binary", "--no-ext-diff", "--no-color", "HEAD").encode())
+            for name in new_sources:
+                digest.update(name.encode() + b"\0" + (root / name).read_bytes())
+            diff_sha256 = digest.hexdigest()
         return {"commit": commit, "dirty": bool(changed), "changed_files": changed, "diff_sha256": diff_sha256}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None, "changed_files": None, "diff_sha256": None}

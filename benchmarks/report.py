@@ -186,6 +186,11 @@ def iqm_interval(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[f
     return float(points["x"][0]), float(intervals["x"][0, 0]), float(intervals["x"][1, 0])
 
 
+def _no_spread(values: np.ndarray) -> bool:
+    """Whether the values are all equal up to rounding (scores subtracted in float64 differ in the last bits)."""
+    return bool(np.ptp(values) <= 1e-9 * max(1.0, float(np.abs(values).max())))
+
+
 def paired_interval(differences: np.ndarray) -> tuple[float, float, float]:
     """
     Mean of paired differences with its 95 % Student-t interval over seeds: one difference per seed, or a (seeds x
@@ -203,7 +208,7 @@ def paired_interval(differences: np.ndarray) -> tuple[float, float, float]:
     values = np.asarray(differences, dtype=float)
     per_seed = values.mean(axis=1) if values.ndim == 2 else values
     mean = float(per_seed.mean())
-    if len(per_seed) < 2 or per_seed.std(ddof=1) == 0:
+    if len(per_seed) < 2 or _no_spread(per_seed):
         return mean, float("nan"), float("nan")
     half_width = float(stats.t.ppf(0.975, len(per_seed) - 1) * per_seed.std(ddof=1) / np.sqrt(len(per_seed)))
     return mean, mean - half_width, mean + half_width
@@ -222,9 +227,9 @@ def paired_p_value(differences: np.ndarray) -> float:
     per_seed = values.mean(axis=1) if values.ndim == 2 else values
     if len(per_seed) < 2:
         return float("nan")
-    spread = per_seed.std(ddof=1)
-    if spread == 0:
+    if _no_spread(per_seed):
         return float("nan")
+    spread = per_seed.std(ddof=1)
     t_statistic = per_seed.mean() / (spread / np.sqrt(len(per_seed)))
     return float(2 * stats.t.sf(abs(t_statistic), len(per_seed) - 1))
 
@@ -621,7 +626,7 @@ def welch_interval(first: np.ndarray, second: np.ndarray) -> tuple[float, float,
 
     first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
     difference = float(first.mean() - second.mean()) if len(first) and len(second) else float("nan")
-    if len(first) < 2 or len(second) < 2 or (first.std() == 0 and second.std() == 0):
+    if len(first) < 2 or len(second) < 2 or (_no_spread(first) and _no_spread(second)):
         return difference, float("nan"), float("nan"), float("nan")
     result = stats.ttest_ind(first, second, equal_var=False)
     interval = result.confidence_interval(0.95)
@@ -642,6 +647,8 @@ def peer_statements(groups: Group, reps: int) -> list[str]:
     for name, runs in (("d3rlpy IQL", peer), ("IQL", ours)):
         values[name] = np.array([m for m in (run_metrics(r)["final"] for r in runs.values()) if m is not None])
     peer_values, our_values = values["d3rlpy IQL"], values["IQL"]
+    if not len(peer_values) or not len(our_values):
+        return []  # runs without a final score (an online phase too short for one)
     peer_text = _fmt_interval(*iqm_interval(peer_values, reps=reps), len(peer_values))
     our_text = _fmt_interval(*iqm_interval(our_values, reps=reps), len(our_values))
     difference, low, high, p_value = welch_interval(peer_values, our_values)
@@ -952,6 +959,10 @@ def _paired_over_tasks(
         )
         table = table[np.isfinite(table).all(axis=1)]  # seeds with the metric on every task (a dip can be missing)
         if len(table) < MIN_SEEDS_FOR_CLAIM:
+            lines.append(
+                f"{challenger} against {reference} on {name} over {len(tasks)} tasks: only {_plural(len(table), 'seed')} "
+                f"with it on every task, fewer than the {MIN_SEEDS_FOR_CLAIM} a comparison needs."
+            )
             continue
         mean, low, high = paired_interval(table)
         direction = "" if higher_is_better else " (lower is better)"

@@ -126,6 +126,11 @@ def test_git_revision_tells_which_changes_a_run_had(tmp_path):
     assert suite.git_revision(tmp_path)["diff_sha256"] == first["diff_sha256"]  # the same changes, the same hash
     (tmp_path / "code.py").write_text("x = 3\n")
     assert suite.git_revision(tmp_path)["diff_sha256"] != first["diff_sha256"]
+    (tmp_path / "helper.py").write_text("y = 1\n")  # a new source file is a code change; result.json is not
+    with_source = suite.git_revision(tmp_path)
+    assert with_source["changed_files"] == ["code.py", "helper.py (untracked)"]
+    (tmp_path / "helper.py").write_text("y = 2\n")
+    assert suite.git_revision(tmp_path)["diff_sha256"] != with_source["diff_sha256"]
     assert suite.git_revision(tmp_path / "not-a-repo") == dict.fromkeys(clean)
 
 
@@ -192,6 +197,8 @@ def test_paired_interval_is_students_t_over_seeds():
     # every seed's difference the same: no spread, so no interval and no p-value (not a zero-width 'beats', p = 0)
     point, low, high = report.paired_interval(np.array([2.0, 2.0, 2.0]))
     assert point == 2.0 and np.isnan(low) and np.isnan(high) and np.isnan(report.paired_p_value(np.array([2.0] * 3)))
+    rounded = np.array([37.2 - 32.1, 40.3 - 35.2, 12.7 - 7.6])  # equal up to float rounding (std about 4e-15)
+    assert np.isnan(report.paired_interval(rounded)[1]) and np.isnan(report.paired_p_value(rounded))
     assert report._verdict(low, high, higher_is_better=True) == "does not beat"
 
 
@@ -230,10 +237,11 @@ def test_comparisons_over_tasks_leave_out_seeds_missing_a_metric(monkeypatch):
     assert "over 2 tasks x 3 seeds" in texts["dip"]  # seed 3 has no dip on task b: out of the dip's comparison only
     seeds_per_task = {seed: run(1.0, None) for seed in range(4)}
     tasks["a"][dare] = seeds_per_task  # no dip anywhere on task a: too few seeds for the dip's comparison
-    assert [statement.metric for statement in report._paired_over_tasks("DARE_IQL", "IQL", tasks, dare, base)] == [
-        "final",
-        "auc",
-    ]
+    statements = report._paired_over_tasks("DARE_IQL", "IQL", tasks, dare, base)
+    assert [statement.metric for statement in statements[:2]] == ["final", "auc"]
+    assert statements[2] == (
+        "DARE_IQL against IQL on dip over 2 tasks: only 0 seeds with it on every task, fewer than the 3 a comparison needs."
+    )
 
 
 def test_peer_comparison_is_a_welch_interval(monkeypatch):
