@@ -362,6 +362,25 @@ def test_reference_initialisation_and_log_std_offset(tmp_path):
         tiny_model(policy_kwargs=dict(net_arch=[16], log_std_offset=float("inf")))
 
 
+def test_a_model_saved_before_the_new_options_loads_and_acts_the_same():
+    # saved by commit 9b78c25 (before cql_max_target_backup, cql_alpha_online, orthogonal_init, log_std_offset):
+    # a Lagrange CalQL after 3 offline updates on tiny_data(), with its deterministic actions on 4 observations
+    import json
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures"
+    expected = json.loads((fixtures / "calql_9b78c25.json").read_text())
+    model = CalQL.load(fixtures / "calql_9b78c25.zip", dataset=tiny_data())
+    actions, _ = model.predict(np.array(expected["observations"], dtype=np.float32), deterministic=True)
+    np.testing.assert_array_equal(actions, np.array(expected["actions"], dtype=np.float32))
+    assert model.log_cql_alpha_prime.item() == expected["log_cql_alpha_prime"]
+    assert not model.cql_max_target_backup and model.cql_alpha_online is None
+    assert model.current_cql_alpha == expected["cql_alpha"]
+    assert not model.policy.orthogonal_init and model.policy.log_std_offset is None
+    metrics = model._train_step(make_batch())  # and it trains on
+    assert all(np.isfinite(value.item()) for value in metrics.values())
+
+
 def test_offline_logs(tmp_path):
     model = tiny_model(cql_lagrange=True, offline_log_interval=2)
     model.set_logger(configure(str(tmp_path), ["csv"]))
