@@ -179,6 +179,21 @@ def test_offline_scores_stay_with_their_dataset():
     assert np.isnan(buffer.offline_scores).all()  # scored when an algorithm sets its score function
 
 
+def test_a_batch_never_carries_a_missing_score_once_the_buffer_scores():
+    buffer = make_buffer()
+    buffer.attach_offline_data(make_offline())
+    buffer.set_score_function(lambda observations, actions: observations[:, 0].copy())
+    buffer.sample(16)  # scored: fine
+    buffer.offline_scores[:] = np.nan  # changed outside the buffer
+    with pytest.raises(RuntimeError, match="has no alignment score"):
+        buffer.sample(16)
+    buffer.set_score_function(buffer.score_function)  # the fix the message gives
+    assert not np.isnan(buffer.sample(16).scores.numpy()).any()
+    buffer.score_function = None  # without a score function (the offline phase) scores are not needed
+    buffer.offline_scores[:] = np.nan
+    buffer.sample(16)
+
+
 def test_ring_wraps_and_long_episode_is_clamped():
     buffer = make_buffer(buffer_size=4, gamma=1.0)
     add_steps(buffer, 6, dones=[[False]] * 5 + [[True]])

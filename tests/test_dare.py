@@ -44,6 +44,22 @@ def make_dare(dataset_id, **kwargs) -> DARE_IQL:
     return DARE_IQL("MlpPolicy", ENV_ID, dataset=dataset_id, **{**TINY, **TINY_BEHAVIOR, "offline_steps": 20, **kwargs})
 
 
+def test_exchange_none_run_equals_the_seeded_iql_run(pendulum_balance_dataset):
+    # a whole seeded run, offline phase, switch (behaviour fit, scoring) and online steps: the same parameters as IQL's
+    # (building and fitting the behaviour model and scoring draw from their own generators, not the global ones)
+    runs = []
+    for make in (
+        lambda: IQL("MlpPolicy", ENV_ID, dataset=pendulum_balance_dataset, **{**TINY, "offline_steps": 20}),
+        lambda: make_dare(pendulum_balance_dataset, exchange="none", behavior_model="gaussian"),
+    ):
+        model = make()
+        model.learn(60)
+        runs.append(model.policy.state_dict())
+    assert runs[0].keys() == runs[1].keys()
+    for name in runs[0]:
+        assert th.equal(runs[0][name], runs[1][name]), name
+
+
 def random_batch(n: int = 16) -> OfflineOnlineSamples:
     generator = th.Generator().manual_seed(3)
     return OfflineOnlineSamples(

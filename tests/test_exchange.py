@@ -155,3 +155,22 @@ def test_moving_average_of_variances():
     second = exchange(scores * 3.0, is_offline, moments_ema=ema)  # variances x9
     variance = first.offline_fit.std.item() ** 2
     assert second.offline_fit.std.item() ** 2 == pytest.approx(0.5 * variance + 0.5 * 9 * variance, rel=1e-5)
+
+
+def test_moving_averages_leave_out_an_origin_without_samples():
+    # a batch without online samples has only a placeholder online Gaussian (mean 0, the std floor): it is not blended
+    # into the online average, and no swap rests on an origin never observed
+    ema = ScoreMomentsEMA(0.5)
+    scores, is_offline = two_clusters()
+    offline_only = exchange(scores[:10], is_offline[:10], moments_ema=ema)
+    assert not ema.known() and offline_only.offline_like.all()
+    assert np.isfinite(offline_only.online_fit.mean.item())  # the diagnostics stay finite (NaN would stop training)
+    both = exchange(scores, is_offline, moments_ema=ema)
+    assert ema.known()
+    # the online average starts from the first batch that has online samples, not from the placeholder's 0
+    assert both.online_fit.mean.item() == pytest.approx(float(scores[10:].mean()), rel=1e-6)
+    assert both.offline_fit.mean.item() == pytest.approx(float(scores[:10].mean()), rel=1e-6)
+    assert both.exchanged_off_to_on.item() == 1 and both.exchanged_on_to_off.item() == 1
+    # a later batch without online samples keeps the online average as it was
+    exchange(scores[:10] + 2.0, is_offline[:10], moments_ema=ema)
+    assert ema.state[2].item() == pytest.approx(float(scores[10:].mean()), rel=1e-6)

@@ -430,6 +430,14 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
             )
         else:
             batch = parts_online
+        if self.score_function is not None and np.isnan(batch["scores"]).any():
+            # every stored transition is scored once a score function is set: a NaN here would silently stop DARE's
+            # exchange (a NaN fit compares False everywhere) and surface much later as a NaN diagnostic
+            raise RuntimeError(
+                "A sampled transition has no alignment score although the buffer scores its transitions: its scores were "
+                "changed outside the buffer (set to NaN). Score every transition again with "
+                "replay_buffer.set_score_function(replay_buffer.score_function)."
+            )
         n_offline = len(offline_indices)
         is_offline = np.zeros(n_offline + len(rows), dtype=bool)
         is_offline[:n_offline] = True

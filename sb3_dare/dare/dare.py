@@ -178,12 +178,15 @@ class DAREMixin(O2OAlgorithm):
             self.behavior = self._behavior_object.to(self.device)
         else:
             assert isinstance(self.behavior_model, str)
-            self.behavior = make_behavior_model(
-                self.behavior_model,
-                int(self.policy.observation_dim),
-                int(self.policy.action_dim),
-                **self.behavior_kwargs,
-            ).to(self.device)
+            # built on the side of the global torch generator (its initial weights are drawn from a forked one and
+            # overwritten by the fit anyway), so that a seeded DARE run draws the same online noise as its base run
+            with th.random.fork_rng(devices=[]):
+                self.behavior = make_behavior_model(
+                    self.behavior_model,
+                    int(self.policy.observation_dim),
+                    int(self.policy.action_dim),
+                    **self.behavior_kwargs,
+                ).to(self.device)
         self._moments_ema = ScoreMomentsEMA(self.score_ema, self.device) if self.score_ema is not None else None
         saved_moments = getattr(self, "score_moments_ema_state", None)  # from a loaded zip (see save())
         if self._moments_ema is not None and saved_moments is not None:

@@ -65,7 +65,8 @@ def fit_gaussian(scores: th.Tensor, mask: th.Tensor, std_floor: th.Tensor) -> Ga
     :param scores: (batch,) scores
     :param mask: (batch,) which scores belong to the subset
     :param std_floor: lower bound of the standard deviation (0-dim tensor)
-    :return: the fit; an empty subset gets mean 0 and std ``std_floor``
+    :return: the fit; an empty subset gets mean 0 and std ``std_floor`` (a placeholder: :func:`exchange` makes no
+        swap on it)
     """
     weights = mask.to(scores.dtype)
     count = weights.sum().clamp(min=1.0)
@@ -151,16 +152,22 @@ def exchange(
     std_floor = sigma_floor * scores.std(unbiased=False) + 1e-6
     offline_fit = fit_gaussian(scores, is_offline, std_floor)
     online_fit = fit_gaussian(scores, is_online, std_floor)
+    # both Gaussians rest on data: this batch's samples of each origin, or with moving averages, any batch's
+    fits_known = is_offline.any() & is_online.any()
     if moments_ema is not None:
-        offline_fit, online_fit = moments_ema.update(offline_fit, online_fit, std_floor)
+        offline_fit, online_fit = moments_ema.update(
+            offline_fit, online_fit, std_floor, observed=(is_offline.any(), is_online.any())
+        )
+        fits_known = moments_ema.known()
     overlap = bhattacharyya_coefficient(offline_fit, online_fit)
 
     offline_like = is_offline.clone()
     if rule in ("posterior", "random"):
         offline_prior = is_offline.float().mean().clamp(1e-6, 1.0 - 1e-6)
         p_online = online_posterior(scores, offline_fit, online_fit, offline_prior)
-        to_online = is_offline & (p_online > 0.5) & (scores > offline_fit.mean)
-        to_offline = is_online & (p_online < 0.5) & (scores < online_fit.mean)
+        # without data of both origins the posterior compares a placeholder: no swap
+        to_online = is_offline & (p_online > 0.5) & (scores > offline_fit.mean) & fits_known
+        to_offline = is_online & (p_online < 0.5) & (scores < online_fit.mean) & fits_known
         if rule == "random":
             to_online = _random_swaps(is_offline, to_online.sum(), generator)
             to_offline = _random_swaps(is_online, to_offline.sum(), generator)
@@ -195,12 +202,35 @@ class ScoreMomentsEMA:
         self.state = th.full((4,), float("nan"), device=device)
 
     def update(
-        self, batch_offline: GaussianFit, batch_online: GaussianFit, std_floor: th.Tensor
+        self,
+        batch_offline: GaussianFit,
+        batch_online: GaussianFit,
+        std_floor: th.Tensor,
+        observed: tuple[th.Tensor, th.Tensor] | None = None,
     ) -> tuple[GaussianFit, GaussianFit]:
-        """Blend this batch's moments in and return the averaged fits."""
+        """
+        Blend this batch's moments in and return the averaged fits.
+
+        :param batch_offline: this batch's offline fit
+        :param batch_online: this batch's online fit
+        :param std_floor: lower bound of the returned standard deviations
+        :param observed: whether the batch has offline and online samples (0-dim bool tensors; default both): the
+            moments of an origin without samples are left out, not blended in
+        :return: the averaged offline and online fits (for an origin never observed, this batch's placeholder)
+        """
         current = th.stack([batch_offline.mean, batch_offline.std.pow(2), batch_online.mean, batch_online.std.pow(2)])
-        self.state = th.where(th.isnan(self.state), current, self.decay * self.state + (1.0 - self.decay) * current)
+        blended = th.where(th.isnan(self.state), current, self.decay * self.state + (1.0 - self.decay) * current)
+        if observed is not None:
+            seen = th.stack([observed[0], observed[0], observed[1], observed[1]])
+            blended = th.where(seen, blended, self.state)
+        self.state = blended
+        # an origin never observed shows this batch's placeholder (its diagnostics stay finite; no swap uses it)
+        shown = th.where(th.isnan(self.state), current, self.state)
         return (
-            GaussianFit(self.state[0], th.maximum(self.state[1].sqrt(), std_floor)),
-            GaussianFit(self.state[2], th.maximum(self.state[3].sqrt(), std_floor)),
+            GaussianFit(shown[0], th.maximum(shown[1].sqrt(), std_floor)),
+            GaussianFit(shown[2], th.maximum(shown[3].sqrt(), std_floor)),
         )
+
+    def known(self) -> th.Tensor:
+        """Whether both origins have been observed (0-dim bool tensor, on the device)."""
+        return ~th.isnan(self.state).any()
