@@ -742,7 +742,17 @@ def _conditions(results: Sequence[dict[str, Any]]) -> list[str]:
     versions = ours[0]["versions"]
     peer = [r for r in results if r["algorithm"] == "d3rlpy_iql"]
     commits = sorted({(r.get("git") or {}).get("commit") or "unknown" for r in results})
-    dirty = any((r.get("git") or {}).get("dirty") for r in results)
+    dirty_runs = [r.get("git") or {} for r in results if (r.get("git") or {}).get("dirty")]
+    diffs = {git["diff_sha256"] for git in dirty_runs if git.get("diff_sha256")}
+    dirty = ""
+    if dirty_runs:
+        dirty = f" with uncommitted changes in {_plural(len(dirty_runs), 'run')}"
+        unrecorded = sum(1 for git in dirty_runs if "diff_sha256" not in git)
+        if diffs:
+            dirty += f" ({_plural(len(diffs), 'distinct diff')} recorded"
+            dirty += f"; {unrecorded} older runs record none)" if unrecorded else ")"
+        else:
+            dirty += " (their diffs were not recorded)"
     lines = [
         f"- Budget: {_budget(first)}; batch {spec['batch_size']}; hidden layers {spec['net_arch']} "
         "(actor, critics, value net); offline_ratio 0.5; one update per env step.",
@@ -755,7 +765,7 @@ def _conditions(results: Sequence[dict[str, Any]]) -> list[str]:
             if peer
             else []
         ),
-        f"- Code: commit {', '.join(c[:10] for c in commits)}{' with uncommitted changes' if dirty else ''}.",
+        f"- Code: commit {', '.join(c[:10] for c in commits)}{dirty}.",
     ]
     dare = [r for r in results if r["config"].get("dare")]
     if dare:

@@ -478,3 +478,27 @@ def test_gemm_bound_records_and_replays_the_matrix_products():
     assert [call[0].overloadpacket.__name__ for call in calls] == ["mm", "bmm"]
     assert calls[1][1][1] == (th.Size([2, 3, 5]), (15, 1, 3))  # the strides are kept (a column-major operand)
     gemm_bound.replay(calls)()  # runs them on random tensors of those layouts
+
+
+def test_conditions_say_how_many_runs_had_uncommitted_changes_and_which():
+    results = [r for r in report.load_results(BENCHMARKS / "results" / "o2o") if r["algorithm"] == "iql"][:1]
+    if not results:
+        pytest.skip("no committed IQL result in this checkout")
+    base = results[0]
+
+    def with_git(**git):
+        run = copy.deepcopy(base)
+        run["git"] = {"commit": "0123456789abcdef", **git}
+        return run
+
+    def code_line(runs):
+        return next(line for line in report._conditions(runs) if line.startswith("- Code:"))
+
+    clean = with_git(dirty=False, changed_files=[], diff_sha256=None)
+    assert code_line([clean]) == "- Code: commit 0123456789."
+    recorded = [with_git(dirty=True, changed_files=["a.py"], diff_sha256=h) for h in ("x", "x", "y")]
+    older = with_git(dirty=True)  # before the diffs were recorded
+    assert code_line([clean, *recorded, older]) == (
+        "- Code: commit 0123456789 with uncommitted changes in 4 runs (2 distinct diffs recorded; 1 older runs record none)."
+    )
+    assert code_line([older]) == "- Code: commit 0123456789 with uncommitted changes in 1 run (their diffs were not recorded)."
