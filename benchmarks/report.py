@@ -505,7 +505,7 @@ def plot_exchange_diagnostics(task: str, key: tuple[str, str], runs: dict[int, d
         ("offline-like fraction of the batch", ("offline_like_fraction",)),
         ("exchanged samples per batch", ("exchanged_off_to_on", "exchanged_on_to_off")),
         ("score Gaussians: mean (offline / online buffer)", ("mu_off", "mu_on")),
-        ("overlap of the two Gaussians (Bhattacharyya)", ("overlap",)),
+        ("overlap (Bhattacharyya): by origin / offline-like vs online-like", ("overlap", "split_overlap")),
     )
     figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for axis, (title, keys) in zip(axes.flat, panels, strict=True):
@@ -706,6 +706,7 @@ DIAGNOSTICS = (
     ("exchanged_off_to_on", "offline-buffer samples made online-like, per batch", 1),
     ("exchanged_on_to_off", "online-buffer samples made offline-like, per batch", 1),
     ("overlap", "overlap of the two score Gaussians", 2),
+    ("split_overlap", "overlap of the offline-like and online-like samples' Gaussians (after the split)", 2),
 )
 
 
@@ -720,7 +721,12 @@ def _diagnostics_rows(groups: Group) -> list[str]:
             missing = " | ".join("n/a (no exchange)" for _ in DIAGNOSTICS)
             rows.append(f"| {label(*key)} | {len(groups[key])} | {missing} |")
             continue
-        cells = [f"{np.mean([np.mean(run[name]) for run in per_run]):.{digits}f}" for name, _, digits in DIAGNOSTICS]
+        cells = [
+            f"{np.mean([np.mean(run[name]) for run in per_run]):.{digits}f}"
+            if all(run.get(name) for run in per_run)
+            else "n/a (not logged)"  # runs made before the diagnostic existed
+            for name, _, digits in DIAGNOSTICS
+        ]
         rows.append(f"| {label(*key)} | {len(per_run)} | {' | '.join(cells)} |")
     if not rows:
         return []

@@ -22,6 +22,8 @@ DARE_KEYS = (
     "dare/sigma_on",
     "dare/overlap",
 )
+# logged by newer versions only: read when present
+OPTIONAL_DARE_KEYS = ("dare/split_overlap",)
 
 
 def _pyplot() -> Any:
@@ -46,7 +48,7 @@ def read_dare_log(run_dir: str) -> dict[str, np.ndarray]:
         with open(csv_file, newline="") as file_handler:
             rows = [row for row in csv.DictReader(file_handler) if row.get("dare/offline_like_fraction")]
         if rows:
-            keys = [key for key in ("time/total_timesteps", *DARE_KEYS) if key in rows[0]]
+            keys = [key for key in ("time/total_timesteps", *DARE_KEYS, *OPTIONAL_DARE_KEYS) if key in rows[0]]
             return {key: np.array([float(row[key]) if row[key] else np.nan for row in rows]) for key in keys}
     event_files = sorted(glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True), key=os.path.getmtime)
     if event_files:
@@ -57,7 +59,7 @@ def read_dare_log(run_dir: str) -> dict[str, np.ndarray]:
         tags = set(accumulator.Tags().get("scalars", []))
         if "dare/offline_like_fraction" in tags:
             series: dict[str, np.ndarray] = {}
-            for key in DARE_KEYS:
+            for key in (*DARE_KEYS, *OPTIONAL_DARE_KEYS):
                 if key in tags:
                     events = accumulator.Scalars(key)
                     series[key] = np.array([event.value for event in events])
@@ -72,7 +74,8 @@ def read_dare_log(run_dir: str) -> dict[str, np.ndarray]:
 def plot_exchange(run_dir: str, path: str | None = None) -> str:
     """
     Draw the exchange diagnostics over the online phase: the offline-like fraction, the exchanges in each
-    direction, both fitted Gaussians (mean +- std) and their overlap.
+    direction, both fitted Gaussians (mean +- std) and their overlap, and (logs since 2026-12-06) the overlap of the
+    offline-like and online-like subsets after the split.
 
     :param run_dir: the run's log folder
     :param path: the PNG to write (default ``<run_dir>/dare_exchange.png``)
@@ -101,7 +104,10 @@ def plot_exchange(run_dir: str, path: str | None = None) -> str:
         axes[1, 0].fill_between(steps, mean - std, mean + std, color=color, alpha=0.2)
     axes[1, 0].set_title("alignment score Gaussians (mean +- std)")
     axes[1, 0].legend()
-    axes[1, 1].plot(steps, series["dare/overlap"], color="tab:green")
+    axes[1, 1].plot(steps, series["dare/overlap"], color="tab:green", label="offline vs online buffer")
+    if "dare/split_overlap" in series:
+        axes[1, 1].plot(steps, series["dare/split_overlap"], color="tab:red", label="offline-like vs online-like")
+        axes[1, 1].legend()
     axes[1, 1].set_title("overlap (Bhattacharyya coefficient)")
     axes[1, 1].set_ylim(0, 1.05)
     for axis in axes[1]:

@@ -291,9 +291,15 @@ def test_end_to_end_learn_log_save_load_continue(pendulum_balance_dataset, tmp_p
         "dare/sigma_on",
         "dare/offline_like_fraction",
         "dare/overlap",
+        "dare/split_overlap",
     ):
         assert key in log.columns, key
     assert plot_exchange(str(tmp_path / "logs")).endswith(".png")
+    # a log written before dare/split_overlap existed still plots
+    old_log = tmp_path / "old_log"
+    old_log.mkdir()
+    log.drop(columns=["dare/split_overlap"]).to_csv(old_log / "progress.csv", index=False)
+    assert plot_exchange(str(old_log)).endswith(".png")
     assert plot_score_histogram(model, str(tmp_path / "scores.png"))
 
     model.save(tmp_path / "dare")

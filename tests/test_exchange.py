@@ -174,3 +174,20 @@ def test_moving_averages_leave_out_an_origin_without_samples():
     # a later batch without online samples keeps the online average as it was
     exchange(scores[:10] + 2.0, is_offline[:10], moments_ema=ema)
     assert ema.state[2].item() == pytest.approx(float(scores[10:].mean()), rel=1e-6)
+
+
+def test_split_overlap_measures_the_separation_the_losses_see():
+    scores, is_offline = two_clusters()
+    origin = exchange(scores, is_offline, rule="origin")
+    # the origin split's subsets are the origins: the same two Gaussians
+    assert origin.split_overlap.item() == pytest.approx(origin.overlap.item(), rel=1e-6)
+    posterior = exchange(scores, is_offline, rule="posterior")
+    # the two misplaced samples moved: the subsets separate better than the origins (the paper's second claim)
+    assert posterior.split_overlap.item() < posterior.overlap.item()
+    offline_like = posterior.offline_like
+    direct = bhattacharyya_coefficient(
+        GaussianFit(scores[offline_like].mean(), scores[offline_like].std(unbiased=False)),
+        GaussianFit(scores[~offline_like].mean(), scores[~offline_like].std(unbiased=False)),
+    )
+    assert posterior.split_overlap.item() == pytest.approx(direct.item(), rel=1e-5)
+    assert "dare/split_overlap" in posterior.metrics()
