@@ -464,18 +464,33 @@ def git_revision(root: Path = REPO_ROOT) -> dict[str, Any]:
 
     try:
         commit = git("rev-parse", "HEAD").strip()
-        changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line.strip()]
-        new_sources = sorted(git("ls-files", "--others", "--exclude-standard", "--", "*.py").split())
-        changed += [f"{name} (untracked)" for name in new_sources]
-        diff_sha256 = None
-        if changed:
-            digest = hashlib.sha256(git("diff", "--binary", "--no-ext-diff", "--no-color", "HEAD").encode())
-            for name in new_sources:
-                digest.update(name.encode() + b"\0" + (root / name).read_bytes())
-            diff_sha256 = digest.hexdigest()
-        return {"commit": commit, "dirty": bool(changed), "changed_files": changed, "diff_sha256": diff_sha256}
+        status = git("status", "--porcelain", "-z", "--untracked-files=no")
+        untracked = git("ls-files", "-z", "--others", "--exclude-standard", "--", "*.py")
+        new_sources = sorted(name for name in untracked.split("\0") if name)
+        diff = git("diff", "--binary", "--no-ext-diff", "--no-color", "HEAD")
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None, "changed_files": None, "diff_sha256": None}
+    # -z: NUL-separated "XY path" entries (a rename adds its old path as the next entry), names with spaces intact
+    entries = status.split("\0")
+    changed, index = [], 0
+    while index < len(entries):
+        entry = entries[index]
+        if entry:
+            changed.append(entry[3:])
+            index += 1 if entry[0] not in "RC" else 2
+        else:
+            index += 1
+    changed += [f"{name} (untracked)" for name in new_sources]
+    diff_sha256 = None
+    if changed:
+        digest = hashlib.sha256(diff.encode())
+        for name in new_sources:
+            try:
+                digest.update(name.encode() + b"\0" + (root / name).read_bytes())
+            except OSError:  # removed or unreadable meanwhile: its name still counts
+                digest.update(name.encode() + b"\0")
+        diff_sha256 = digest.hexdigest()
+    return {"commit": commit, "dirty": bool(changed), "changed_files": changed, "diff_sha256": diff_sha256}
 
 
 def machine_info() -> dict[str, Any]:

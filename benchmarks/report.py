@@ -710,6 +710,22 @@ DIAGNOSTICS = (
 )
 
 
+def _diagnostic_cell(series: list[list[float | None] | None], digits: int) -> str:
+    """
+    Mean over runs of each run's mean over the online phase, from the runs that logged the diagnostic (runs made
+    before it existed have no series; non-finite values are stored as None).
+    """
+    means = []
+    for values in series:
+        finite = np.array([np.nan if value is None else value for value in values or []], dtype=float)
+        if np.isfinite(finite).any():
+            means.append(float(np.nanmean(finite)))
+    if not means:
+        return "n/a (not logged)"
+    cell = f"{np.mean(means):.{digits}f}"
+    return cell if len(means) == len(series) else f"{cell} ({len(means)} of {len(series)} seeds)"
+
+
 def _diagnostics_rows(groups: Group) -> list[str]:
     """DARE's exchange per group: each run's mean over the online phase's log windows, then the mean over seeds."""
     rows = []
@@ -721,12 +737,7 @@ def _diagnostics_rows(groups: Group) -> list[str]:
             missing = " | ".join("n/a (no exchange)" for _ in DIAGNOSTICS)
             rows.append(f"| {label(*key)} | {len(groups[key])} | {missing} |")
             continue
-        cells = [
-            f"{np.mean([np.mean(run[name]) for run in per_run]):.{digits}f}"
-            if all(run.get(name) for run in per_run)
-            else "n/a (not logged)"  # runs made before the diagnostic existed
-            for name, _, digits in DIAGNOSTICS
-        ]
+        cells = [_diagnostic_cell([run.get(name) for run in per_run], digits) for name, _, digits in DIAGNOSTICS]
         rows.append(f"| {label(*key)} | {len(per_run)} | {' | '.join(cells)} |")
     if not rows:
         return []

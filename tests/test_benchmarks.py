@@ -126,6 +126,11 @@ def test_git_revision_tells_which_changes_a_run_had(tmp_path):
     assert suite.git_revision(tmp_path)["diff_sha256"] == first["diff_sha256"]  # the same changes, the same hash
     (tmp_path / "code.py").write_text("x = 3\n")
     assert suite.git_revision(tmp_path)["diff_sha256"] != first["diff_sha256"]
+    (tmp_path / "with space.py").write_text("z = 1\n")
+    git("add", "with space.py")
+    assert suite.git_revision(tmp_path)["changed_files"] == ["code.py", "with space.py"]
+    git("rm", "-q", "--cached", "with space.py")
+    (tmp_path / "with space.py").unlink()
     (tmp_path / "helper.py").write_text("y = 1\n")  # a new source file is a code change; result.json is not
     with_source = suite.git_revision(tmp_path)
     assert with_source["changed_files"] == ["code.py", "helper.py (untracked)"]
@@ -480,6 +485,12 @@ def test_gemm_bound_records_and_replays_the_matrix_products():
     assert [call[0].overloadpacket.__name__ for call in calls] == ["mm", "bmm"]
     assert calls[1][1][1] == (th.Size([2, 3, 5]), (15, 1, 3))  # the strides are kept (a column-major operand)
     gemm_bound.replay(calls)()  # runs them on random tensors of those layouts
+
+
+def test_diagnostic_cells_use_the_runs_that_logged_them():
+    assert report._diagnostic_cell([[0.5, 0.7], [0.2, None]], 2) == "0.40"  # None: a non-finite value, left out
+    assert report._diagnostic_cell([[0.5, 0.7], None], 2) == "0.60 (1 of 2 seeds)"  # a run made before the key existed
+    assert report._diagnostic_cell([None, [None]], 2) == "n/a (not logged)"
 
 
 def test_conditions_say_how_many_runs_had_uncommitted_changes_and_which():

@@ -192,6 +192,9 @@ def test_a_batch_never_carries_a_missing_score_once_the_buffer_scores():
     buffer.score_function = None  # without a score function (the offline phase) scores are not needed
     buffer.offline_scores[:] = np.nan
     buffer.sample(16)
+    # a score function that returns NaN is named as the cause, with the transition
+    with pytest.raises(ValueError, match=r"returned \d+ non-finite scores for .* transitions \(the first for observation"):
+        buffer.set_score_function(lambda observations, actions: np.full(len(observations), np.nan))
 
 
 def test_ring_wraps_and_long_episode_is_clamped():

@@ -191,3 +191,12 @@ def test_split_overlap_measures_the_separation_the_losses_see():
     )
     assert posterior.split_overlap.item() == pytest.approx(direct.item(), rel=1e-5)
     assert "dare/split_overlap" in posterior.metrics()
+
+
+def test_one_sided_batches_and_splits_read_as_no_separation():
+    # a placeholder Gaussian (mean 0, the std floor) must not read as a near-perfect separation
+    scores, is_offline = two_clusters()
+    offline_only = exchange(scores[:10], is_offline[:10], rule="posterior")
+    assert offline_only.overlap.item() == 1.0 and offline_only.split_overlap.item() == 1.0
+    everything_offline_like = exchange(scores, is_offline, rule="none")
+    assert everything_offline_like.split_overlap.item() == 1.0 and everything_offline_like.overlap.item() < 1.0

@@ -287,6 +287,13 @@ class OfflineOnlineReplayBuffer(ReplayBuffer):
         scores = np.asarray(self.score_function(observations, actions), dtype=np.float32).reshape(-1)
         if len(scores) != len(observations):
             raise ValueError(f"The score function returned {len(scores)} scores for {len(observations)} transitions.")
+        bad = np.flatnonzero(~np.isfinite(scores))
+        if len(bad):
+            raise ValueError(
+                f"The score function returned {len(bad)} non-finite scores for {len(observations)} transitions (the first "
+                f"for observation {observations[bad[0]].tolist()} and action {actions[bad[0]].tolist()}): check the "
+                "transitions for non-finite values, and the behaviour model for divergence."
+            )
         return scores
 
     def flush_scores(self) -> None:

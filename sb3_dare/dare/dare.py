@@ -180,7 +180,7 @@ class DAREMixin(O2OAlgorithm):
             assert isinstance(self.behavior_model, str)
             # built on the side of the global torch generator (its initial weights are drawn from a forked one and
             # overwritten by the fit anyway), so that a seeded DARE run draws the same online noise as its base run
-            with th.random.fork_rng(devices=[]):
+            with th.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 self.behavior = make_behavior_model(
                     self.behavior_model,
                     int(self.policy.observation_dim),

@@ -34,10 +34,13 @@ class ExchangeResult:
     :param online_fit: Gaussian fitted to the online-buffer samples' scores
     :param exchanged_off_to_on: offline-buffer samples made online-like
     :param exchanged_on_to_off: online-buffer samples made offline-like
-    :param overlap: Bhattacharyya coefficient of the two fitted Gaussians (1 = identical, 0 = disjoint)
-    :param split_overlap: the same coefficient for Gaussians fitted to the scores of the offline-like and the
-        online-like samples after the split: the paper's claim that the exchange separates the two subsets better
-        than the data origin does reads ``split_overlap < overlap`` (None: not computed)
+    :param overlap: Bhattacharyya coefficient of the two fitted Gaussians (1 = identical, 0 = disjoint; 1 when the
+        batch has one origin only)
+    :param split_overlap: the same coefficient for Gaussians fitted to this batch's scores of the offline-like and the
+        online-like samples after the split (1 when one subset is empty). A rule that splits by the score lowers it
+        by construction (the threshold rule most): compared with ``overlap`` (without ``score_ema``, whose
+        ``overlap`` is that of the averaged Gaussians) it shows how far the rule moved the split towards a score
+        threshold, not whether that helps (None: not computed)
     """
 
     offline_like: th.Tensor
@@ -165,7 +168,9 @@ def exchange(
             offline_fit, online_fit, std_floor, observed=(is_offline.any(), is_online.any())
         )
         fits_known = moments_ema.known()
-    overlap = bhattacharyya_coefficient(offline_fit, online_fit)
+    # with one origin only there is no separation to measure: 1 (no separation), not the overlap with a placeholder,
+    # which would read as a near-perfect one
+    overlap = th.where(fits_known, bhattacharyya_coefficient(offline_fit, online_fit), th.ones((), device=scores.device))
 
     offline_like = is_offline.clone()
     if rule in ("posterior", "random"):
@@ -182,9 +187,14 @@ def exchange(
         offline_like = scores <= th.quantile(scores, quantile)
     elif rule == "none":
         offline_like = th.ones_like(is_offline)
-    # the separation of the subsets the losses see: fitted like the origins' Gaussians, on this batch's scores
-    split_overlap = bhattacharyya_coefficient(
-        fit_gaussian(scores, offline_like, std_floor), fit_gaussian(scores, ~offline_like, std_floor)
+    # the separation of the subsets the losses see: fitted like the origins' Gaussians, on this batch's scores (1 when
+    # one subset is empty, as above)
+    split_overlap = th.where(
+        offline_like.any() & (~offline_like).any(),
+        bhattacharyya_coefficient(
+            fit_gaussian(scores, offline_like, std_floor), fit_gaussian(scores, ~offline_like, std_floor)
+        ),
+        th.ones((), device=scores.device),
     )
     return ExchangeResult(
         offline_like=offline_like,
