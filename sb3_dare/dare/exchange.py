@@ -162,11 +162,10 @@ def exchange(
     offline_fit = fit_gaussian(scores, is_offline, std_floor)
     online_fit = fit_gaussian(scores, is_online, std_floor)
     # both Gaussians rest on data: this batch's samples of each origin, or with moving averages, any batch's
-    fits_known = is_offline.any() & is_online.any()
+    observed = (is_offline.any(), is_online.any())
+    fits_known = observed[0] & observed[1]
     if moments_ema is not None:
-        offline_fit, online_fit = moments_ema.update(
-            offline_fit, online_fit, std_floor, observed=(is_offline.any(), is_online.any())
-        )
+        offline_fit, online_fit = moments_ema.update(offline_fit, online_fit, std_floor, observed=observed)
         fits_known = moments_ema.known()
     # with one origin only there is no separation to measure: 1 (no separation), not the overlap with a placeholder,
     # which would read as a near-perfect one
