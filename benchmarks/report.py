@@ -705,6 +705,10 @@ DIAGNOSTICS = (
     ("offline_like_fraction", "offline-like fraction of the batch", 2),
     ("exchanged_off_to_on", "offline-buffer samples made online-like, per batch", 1),
     ("exchanged_on_to_off", "online-buffer samples made offline-like, per batch", 1),
+    # the posterior rule's side conditions assume online samples score higher (less behaviour-consistent) than the
+    # dataset's; these two columns show whether they did
+    ("mu_off", "mean score, offline-buffer samples", 2),
+    ("mu_on", "mean score, online-buffer samples", 2),
     ("overlap", "overlap of the two score Gaussians", 2),
     ("split_overlap", "overlap of the offline-like and online-like samples' Gaussians (after the split)", 2),
 )
@@ -742,7 +746,11 @@ def _diagnostics_rows(groups: Group) -> list[str]:
     if not rows:
         return []
     header = "| algorithm | seeds | " + " | ".join(title for _, title, _ in DIAGNOSTICS) + " |"
-    return ["DARE's exchange (means over the online phase):", "", header, "|---" * (len(DIAGNOSTICS) + 2) + "|", *rows, ""]
+    intro = (
+        "DARE's exchange (means over the online phase; a low score is an action close to the behaviour model's "
+        "samples; the posterior rule's side conditions assume that the online samples score above the dataset's):"
+    )
+    return [intro, "", header, "|---" * (len(DIAGNOSTICS) + 2) + "|", *rows, ""]
 
 
 def _conditions(results: Sequence[dict[str, Any]]) -> list[str]:

@@ -493,6 +493,20 @@ def test_diagnostic_cells_use_the_runs_that_logged_them():
     assert report._diagnostic_cell([None, [None]], 2) == "n/a (not logged)"
 
 
+def test_exchange_table_shows_the_mean_scores_of_both_buffers():
+    # whether the online samples scored above the dataset's decides whether the posterior rule can swap at all
+    def run(mu_off: float, mu_on: float) -> dict:
+        series = {name: [0.5, 0.5] for name, _, _ in report.DIAGNOSTICS}
+        return {"dare_diagnostics": {**series, "step": [1, 2], "mu_off": [mu_off, mu_off], "mu_on": [mu_on, mu_on + 0.2]}}
+
+    intro, _, header, _, row, _ = report._diagnostics_rows({("dare_iql", "default"): {0: run(2.0, 1.0), 1: run(3.0, 1.0)}})
+    assert "score above the dataset's" in intro
+    titles = header.strip("| ").split(" | ")
+    cells = dict(zip(titles, row.strip("| ").split(" | "), strict=True))
+    assert cells["mean score, offline-buffer samples"] == "2.50"
+    assert cells["mean score, online-buffer samples"] == "1.10"
+
+
 def test_conditions_say_how_many_runs_had_uncommitted_changes_and_which():
     results = [r for r in report.load_results(BENCHMARKS / "results" / "o2o") if r["algorithm"] == "iql"][:1]
     if not results:
