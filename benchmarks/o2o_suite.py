@@ -60,6 +60,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "exchange-threshold": {"exchange": "threshold"},
     "exchange-random": {"exchange": "random"},
     "exchange-none": {"exchange": "none"},
+    "exchange-bayes": {"exchange": "bayes"},
     "gaussian": {"behavior_model": "gaussian", "guidance_scale": 0.0},
     "guidance0": {"guidance_scale": 0.0},
 }

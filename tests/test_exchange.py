@@ -100,7 +100,7 @@ def test_overlap_is_the_bhattacharyya_coefficient():
 
 def test_batches_without_online_samples_keep_everything_offline_like():
     scores = th.rand(16)
-    for rule in ("posterior", "random", "origin"):
+    for rule in ("posterior", "bayes", "random", "origin"):
         assert exchange(scores, th.ones(16, dtype=th.bool), rule=rule).offline_like.all()
 
 
@@ -146,6 +146,25 @@ def test_a_swap_needs_the_posterior_and_the_side_of_the_other_mean():
     assert p_online[3] > 0.5 and p_online[4] > 0.5  # both near the centre look online
     # only the one above the offline mean moves; the one below stays offline-like
     assert not result.offline_like[4] and result.offline_like[3]
+
+
+def test_bayes_rule_drops_the_side_conditions():
+    """Online samples scoring below the dataset's (as with energy guidance on the tier-M tasks): a narrow online
+    Gaussian below a wide offline one. The posterior rule moves nothing; "bayes" moves each sample to the side its
+    posterior favours: low-scoring dataset samples to online-like, high-scoring online samples to offline-like."""
+    offline = th.tensor([1.0, 2.0, 2.5, 3.0, 3.0, 3.5, 4.0, 5.0])  # mean 3, wide
+    online = th.tensor([0.9, 1.0, 1.1, 1.0, 0.95, 1.05, 1.0, 2.4])  # mean about 1.2, narrow, one sample far above
+    scores, is_offline = th.cat([offline, online]), th.tensor([True] * 8 + [False] * 8)
+    posterior = exchange(scores, is_offline, rule="posterior")
+    assert th.equal(posterior.offline_like, is_offline)
+    bayes = exchange(scores, is_offline, rule="bayes")
+    p_online = online_posterior(scores, bayes.offline_fit, bayes.online_fit, th.tensor(0.5))
+    expected = (is_offline & (p_online <= 0.5)) | (~is_offline & (p_online < 0.5))
+    assert th.equal(bayes.offline_like, expected)
+    assert not bayes.offline_like[0] and bayes.offline_like[15]  # the dataset's 1.0 goes online, the online 2.4 offline
+    # where the online samples score higher, both rules agree on these clusters
+    scores, is_offline = two_clusters()
+    assert th.equal(exchange(scores, is_offline, rule="bayes").offline_like, exchange(scores, is_offline).offline_like)
 
 
 def test_moving_average_of_variances():

@@ -488,7 +488,8 @@ class DARE_IQL(DAREMixin, IQL):
     :param energy_beta: inverse temperature beta_e of the CEP target ``softmax(beta_e Q)``
     :param n_support_actions: CEP support actions per state (sampled once and cached)
     :param max_support_states: CEP uses at most this many states (a random subset of the dataset)
-    :param exchange: ``"posterior"`` (DARE), ``"origin"``, ``"threshold"``, ``"random"`` or ``"none"``
+    :param exchange: ``"posterior"`` (DARE), ``"bayes"`` (its posterior without the side conditions), ``"origin"``,
+        ``"threshold"``, ``"random"`` or ``"none"``
     :param exchange_quantile: the threshold rule's score quantile
     :param sigma_floor: floor of each fitted score std, relative to the batch's score std
     :param score_ema: None (fit each batch on its own) or the decay of moving averages of the Gaussians' moments
@@ -589,7 +590,8 @@ class DARE_CalQL(DAREMixin, CalQL):
     :param energy_beta: inverse temperature beta_e of the CEP target
     :param n_support_actions: CEP support actions per state
     :param max_support_states: CEP uses at most this many states
-    :param exchange: ``"posterior"`` (DARE), ``"origin"``, ``"threshold"``, ``"random"`` or ``"none"``
+    :param exchange: ``"posterior"`` (DARE), ``"bayes"`` (its posterior without the side conditions), ``"origin"``,
+        ``"threshold"``, ``"random"`` or ``"none"``
     :param exchange_quantile: the threshold rule's score quantile
     :param sigma_floor: floor of each fitted score std, relative to the batch's score std
     :param score_ema: None or the decay of moving averages of the Gaussians' moments

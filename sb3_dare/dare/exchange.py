@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch as th
 
-EXCHANGE_RULES = ("posterior", "origin", "threshold", "random", "none")
+EXCHANGE_RULES = ("posterior", "bayes", "origin", "threshold", "random", "none")
 
 
 @dataclass
@@ -140,7 +140,9 @@ def exchange(
 
     Rules: ``"posterior"`` (DARE): fit a Gaussian to each origin's scores and move an offline-buffer sample
     with ``p_on > 1/2`` and ``d > mu_off`` to online-like, an online-buffer sample with ``p_on < 1/2`` and
-    ``d < mu_on`` to offline-like, with the batch fractions as priors. ``"origin"``: offline-like = from the
+    ``d < mu_on`` to offline-like, with the batch fractions as priors. ``"bayes"``: the same posterior without the
+    side conditions (every sample takes the side its posterior favours, whichever Gaussian lies higher: an
+    ablation for batches where the online samples score below the dataset's). ``"origin"``: offline-like = from the
     offline data (the usual O2O split). ``"threshold"`` (StratDiff): offline-like = score below the batch's
     ``quantile``. ``"random"``: as many swaps in each direction as the posterior rule makes, on random
     samples. ``"none"``: every sample offline-like (the base algorithm).
@@ -172,12 +174,17 @@ def exchange(
     overlap = th.where(fits_known, bhattacharyya_coefficient(offline_fit, online_fit), th.ones((), device=scores.device))
 
     offline_like = is_offline.clone()
-    if rule in ("posterior", "random"):
+    if rule in ("posterior", "bayes", "random"):
         offline_prior = is_offline.float().mean().clamp(1e-6, 1.0 - 1e-6)
         p_online = online_posterior(scores, offline_fit, online_fit, offline_prior)
         # without data of both origins the posterior compares a placeholder: no swap
-        to_online = is_offline & (p_online > 0.5) & (scores > offline_fit.mean) & fits_known
-        to_offline = is_online & (p_online < 0.5) & (scores < online_fit.mean) & fits_known
+        to_online = is_offline & (p_online > 0.5) & fits_known
+        to_offline = is_online & (p_online < 0.5) & fits_known
+        if rule != "bayes":
+            # the specification's side conditions: a sample moves only from beyond its own origin's mean, towards the
+            # other's (they assume online samples score higher; when they score lower, no sample can move)
+            to_online = to_online & (scores > offline_fit.mean)
+            to_offline = to_offline & (scores < online_fit.mean)
         if rule == "random":
             to_online = _random_swaps(is_offline, to_online.sum(), generator)
             to_offline = _random_swaps(is_online, to_offline.sum(), generator)
