@@ -182,7 +182,8 @@ def exchange(
         to_offline = is_online & (p_online < 0.5) & fits_known
         if rule != "bayes":
             # the specification's side conditions: a sample moves only from beyond its own origin's mean, towards the
-            # other's (they assume online samples score higher; when they score lower, no sample can move)
+            # other's (they assume online samples score higher; when they score lower, a sample moves only where the
+            # Gaussians' different widths turn the posterior around beyond its origin's mean)
             to_online = to_online & (scores > offline_fit.mean)
             to_offline = to_offline & (scores < online_fit.mean)
         if rule == "random":
