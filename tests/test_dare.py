@@ -268,6 +268,26 @@ def test_likelihood_reduction_over_several_reference_actions():
         th.testing.assert_close(mean, distances.mean(dim=1))
 
 
+def test_a_policy_more_concentrated_than_the_data_scores_lower():
+    """E[d | a] = (||a - m||^2 + tr S) / 2 for one reference action from a sampler of mean m and covariance S: the
+    data's own actions average tr S, actions at the mean tr S / 2 (docs/benchmarks.md, "What the scores measured")."""
+    from sb3_dare.dare.alignment import alignment_scores
+
+    spread = th.tensor([0.3, 0.1])  # per-dimension std of the behaviour: tr S = 0.1
+
+    class GaussianSampler(FixedBehavior):
+        def sample(self, observations, n_samples=1, batch_size=65_536, generator=None, guidance_scale=None):
+            n = th.as_tensor(observations).shape[0]
+            return spread * th.randn(n, n_samples, 2, generator=generator)  # mean 0 in every state
+
+    model, observations = GaussianSampler(4, 2), th.zeros(200_000, 4)
+    data_actions = spread * th.randn(200_000, 2, generator=th.Generator().manual_seed(1))
+    data_scores = alignment_scores(model, observations, data_actions, generator=th.Generator().manual_seed(2))
+    mean_scores = alignment_scores(model, observations, th.zeros(200_000, 2), generator=th.Generator().manual_seed(3))
+    assert data_scores.mean().item() == pytest.approx(0.1, rel=0.02)
+    assert mean_scores.mean().item() == pytest.approx(0.05, rel=0.02)
+
+
 @pytest.mark.parametrize("behavior_model", ["gaussian", "diffusion"])
 def test_end_to_end_learn_log_save_load_continue(pendulum_balance_dataset, tmp_path, behavior_model):
     guidance = 1.0 if behavior_model == "diffusion" else 0.0
