@@ -494,7 +494,7 @@ def test_diagnostic_cells_use_the_runs_that_logged_them():
 
 
 def test_exchange_table_shows_the_mean_scores_of_both_buffers():
-    # whether the online samples scored above the dataset's decides whether the posterior rule can swap at all
+    # whether the online samples scored above the dataset's decides whether the posterior rule's side conditions hold
     def run(mu_off: float, mu_on: float) -> dict:
         series = {name: [0.5, 0.5] for name, _, _ in report.DIAGNOSTICS}
         return {"dare_diagnostics": {**series, "step": [1, 2], "mu_off": [mu_off, mu_off], "mu_on": [mu_on, mu_on + 0.2]}}

@@ -149,7 +149,7 @@ def test_a_swap_needs_the_posterior_and_the_side_of_the_other_mean():
 
 
 def test_bayes_rule_drops_the_side_conditions():
-    """Online samples scoring below the dataset's (as with energy guidance on the tier-M tasks): a narrow online
+    """Online samples scoring below the dataset's (as in most tier-M runs): a narrow online
     Gaussian below a wide offline one. The posterior rule moves nothing; "bayes" moves each sample to the side its
     posterior favours: low-scoring dataset samples to online-like, high-scoring online samples to offline-like."""
     offline = th.tensor([1.0, 2.0, 2.5, 3.0, 3.0, 3.5, 4.0, 5.0])  # mean 3, wide
