@@ -529,3 +529,90 @@ def test_conditions_say_how_many_runs_had_uncommitted_changes_and_which():
         "- Code: commit 0123456789 with uncommitted changes in 4 runs (2 distinct diffs recorded; 1 older runs record none)."
     )
     assert code_line([older]) == "- Code: commit 0123456789 with uncommitted changes in 1 run (their diffs were not recorded)."
+
+
+# ---------------------------------------------------------------------------------------------- score order at the switch
+
+score_order = _load("score_order")
+
+
+def test_auc_is_the_share_of_pairs_in_order_with_ties_halved():
+    assert score_order.auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert score_order.auc(np.array([0.0]), np.array([1.0])) == 0.0
+    assert score_order.auc(np.array([1.0, 1.0]), np.array([1.0])) == 0.5
+    rng = np.random.default_rng(0)
+    higher, lower = rng.integers(0, 5, size=40).astype(float), rng.integers(0, 5, size=30).astype(float)  # many ties
+    pairs = (higher[:, None] > lower[None, :]).mean() + 0.5 * (higher[:, None] == lower[None, :]).mean()
+    assert score_order.auc(higher, lower) == pytest.approx(pairs)
+
+
+def test_score_order_on_a_suite_checkpoint(pendulum_balance_dataset, tmp_path):
+    import torch as th
+
+    from sb3_dare import IQL
+    from sb3_dare.dare.alignment import alignment_scores
+    from sb3_dare.dare.behavior import make_behavior_model
+    from sb3_dare.data import load_offline_data
+
+    # a checkpoint folder as the suite writes it: model.zip, meta.json and an (unguided) behaviour model
+    model = IQL(
+        "MlpPolicy",
+        None,
+        dataset=pendulum_balance_dataset,
+        offline_steps=20,
+        batch_size=32,
+        policy_kwargs=dict(net_arch=[16, 16]),
+        offline_eval_freq=0,
+        seed=0,
+    )
+    model.pretrain()
+    model.save(tmp_path / "model.zip")
+    (tmp_path / "meta.json").write_text(
+        json.dumps({"offline_config": {"family": "iql", "task": pendulum_balance_dataset, "seed": 0}})
+    )
+    data = load_offline_data(pendulum_balance_dataset)
+    behavior = make_behavior_model("diffusion", data.observations.shape[1], data.actions.shape[1], hidden_sizes=[32, 32])
+    behavior.fit(data.observations, data.actions, n_steps=30, batch_size=64, seed=0)
+    behavior_path = tmp_path / "behavior-unguided.pt"
+    behavior.save(behavior_path)
+
+    with pytest.raises(SystemExit, match=r"no guided behaviour model.*--behavior"):
+        score_order.main(["--checkpoint", str(tmp_path), "--states", "64"])
+    with pytest.raises(SystemExit, match="not a suite checkpoint folder"):
+        score_order.main(["--checkpoint", str(tmp_path / "missing")])
+    out = tmp_path / "order.json"
+    argv = ["--checkpoint", str(tmp_path), "--behavior", str(behavior_path), "--states", "64", "--out", str(out)]
+    assert score_order.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["n_states"] == 64 and result["task"] == pendulum_balance_dataset
+    rows = result["rows"]
+    settings = [(row["guidance_scale"], row["n_reference_samples"], row["reduction"], row["sigma"]) for row in rows]
+    assert settings == [(0.0, *setting) for setting in score_order.SCORE_SETTINGS]  # no guidance: one scale only
+    for row in rows:
+        assert set(row["mean_score"]) == set(score_order.SOURCES)
+        assert all(0.0 <= value <= 1.0 for value in row["auc_vs_dataset"].values())
+
+    # the rows hold the package's own scores: alignment_scores with the same seed draws the same references
+    index = np.arange(64)
+    observations, actions = data.observations[index], data.actions[index]
+    rows = score_order.score_order(behavior, observations, {"dataset": actions, "shifted": actions + 0.5}, [0.0], seed=3)
+    for row in rows:
+        if row["n_reference_samples"] == 16:
+            expected = alignment_scores(
+                behavior,
+                observations,
+                actions,
+                n_reference_samples=16,
+                reduction=row["reduction"],
+                sigma=row["sigma"],
+                generator=th.Generator().manual_seed(3),
+            )
+            assert row["mean_score"]["dataset"] == pytest.approx(float(expected.mean()), rel=1e-5)
+    # and the decomposition is exact: mean_k ||a_k - a||^2 = ||a - m||^2 + tr S (sigma = 1: both halved)
+    mean_row = next(row for row in rows if "decomposition" in row)
+    parts = mean_row["decomposition"]
+    for source in ("dataset", "shifted"):
+        total = parts["distance_to_reference_mean"][source] + parts["spread_tr_S"]
+        assert mean_row["mean_score"][source] == pytest.approx(total / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="'dataset'"):
+        score_order.score_order(behavior, observations, {"shifted": actions}, [0.0])

@@ -54,9 +54,26 @@ def alignment_scores(
         chunk_obs = observations[start : start + batch_size]
         chunk_actions = actions[start : start + batch_size]
         references = behavior_model.sample(chunk_obs, n_samples=n_reference_samples, generator=generator)
-        divergences = (references - chunk_actions.unsqueeze(1)).pow(2).sum(dim=-1) / (2.0 * sigma**2)
-        if reduction == "mean" or n_reference_samples == 1:
-            chunks.append(divergences.mean(dim=1))
-        else:
-            chunks.append(-(th.logsumexp(-divergences, dim=1) - math.log(n_reference_samples)))
+        chunks.append(scores_from_references(references, chunk_actions, reduction=reduction, sigma=sigma))
     return th.cat(chunks) if chunks else th.zeros(0, device=device)
+
+
+def scores_from_references(
+    references: th.Tensor, actions: th.Tensor, reduction: str = "mean", sigma: float = 1.0
+) -> th.Tensor:
+    """
+    The alignment scores of actions against reference actions already drawn (see :func:`alignment_scores`).
+
+    :param references: (n, K, action_dim) reference actions, K per transition
+    :param actions: (n, action_dim) the transitions' actions
+    :param reduction: ``"mean"`` or ``"likelihood"`` over the K references (the same when K = 1)
+    :param sigma: the Gaussians' standard deviation
+    :return: (n,) scores
+    """
+    if reduction not in SCORE_REDUCTIONS:
+        raise ValueError(f"Unknown score reduction {reduction!r}; choose one of {SCORE_REDUCTIONS}.")
+    divergences = (references - actions.unsqueeze(1)).pow(2).sum(dim=-1) / (2.0 * sigma**2)
+    n_references = references.shape[1]
+    if reduction == "mean" or n_references == 1:
+        return divergences.mean(dim=1)
+    return -(th.logsumexp(-divergences, dim=1) - math.log(n_references))
