@@ -22,6 +22,7 @@ Usage::
 
     python benchmarks/score_order.py --checkpoint benchmarks/cache/checkpoints/iql/o2o-cpu-hopper-medium-v0/seed0-<key>
     python benchmarks/score_order.py --checkpoint DIR --behavior DIR/behavior-<key>.pt --states 8192 --out order.json
+    python benchmarks/score_order.py --summary benchmarks/results/score_order   # summary.md over the JSONs there
 
 ``--checkpoint`` is a folder the suite (``benchmarks/o2o_suite.py``) wrote: ``model.zip``, ``meta.json`` (family and
 dataset) and the behaviour models fitted for it (``behavior-*.pt``); the guided one is used unless ``--behavior``
@@ -187,15 +188,60 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(results_dir: Path) -> str:
+    """
+    One Markdown table over the result JSONs in ``results_dir``: per checkpoint and guidance scale, DARE's default
+    score (K = 1) of the dataset and the actor's samples, their AUC, the AUC's range over the other readings, and the
+    decomposition (the spread and each source's distance from the references' mean).
+    """
+    lines = [
+        "# Score order at the switch (`benchmarks/score_order.py`)",
+        "",
+        "AUC: the probability that an action of the pre-trained actor (a sample, as collected online) scores above a",
+        "dataset action on the same dataset states; DARE's exchange assumes above 0.5. K = 1: DARE's default score.",
+        "Other readings: K = 16 reference actions, mean or likelihood, sigma 1, 0.3 and 0.1. tr S: the behaviour",
+        "sampler's spread; distance: the mean squared distance from the sampler's mean (16 references per state).",
+        "",
+        "| family | task | seed | guidance | states | score, dataset (K = 1) | score, actor sample (K = 1) | AUC (K = 1) "
+        "| AUC, other readings | tr S | distance: dataset | actor sample | actor mean |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    results = [json.loads(path.read_text()) for path in sorted(results_dir.glob("*.json"))]
+    results.sort(key=lambda result: (result["family"], result["task"], result["seed"]))
+    for result in results:
+        for guidance in sorted({row["guidance_scale"] for row in result["rows"]}, reverse=True):
+            rows = [row for row in result["rows"] if row["guidance_scale"] == guidance]
+            default = next(row for row in rows if row["n_reference_samples"] == 1)
+            others = [row["auc_vs_dataset"]["actor_sample"] for row in rows if row is not default]
+            parts = next(row["decomposition"] for row in rows if "decomposition" in row)
+            distance = parts["distance_to_reference_mean"]
+            lines.append(
+                f"| {result['family']} | {result['task']} | {result['seed']} | {guidance:g} | {result['n_states']} | "
+                f"{default['mean_score']['dataset']:.3f} | {default['mean_score']['actor_sample']:.3f} | "
+                f"{default['auc_vs_dataset']['actor_sample']:.2f} | {min(others):.2f} to {max(others):.2f} | "
+                f"{parts['spread_tr_S']:.3f} | {distance['dataset']:.3f} | {distance['actor_sample']:.3f} | "
+                f"{distance['actor_mean']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a suite checkpoint folder (model.zip, meta.json)")
+    parser.add_argument("--checkpoint", type=Path, help="a suite checkpoint folder (model.zip, meta.json)")
+    parser.add_argument("--summary", type=Path, help="write summary.md over the result JSONs in this folder, and stop")
     parser.add_argument("--behavior", type=Path, help="behaviour model file (default: the folder's guided one)")
     parser.add_argument("--states", type=int, default=4096, help="dataset states scored (default 4096)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the states, actor samples and references")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
+    if args.summary is not None:
+        text = summary(args.summary)
+        (args.summary / "summary.md").write_text(text)
+        print(text, end="")
+        return 0
+    if args.checkpoint is None:
+        parser.error("name a checkpoint folder with --checkpoint (or a results folder with --summary)")
 
     import torch as th
 

@@ -580,7 +580,8 @@ def test_score_order_on_a_suite_checkpoint(pendulum_balance_dataset, tmp_path):
         score_order.main(["--checkpoint", str(tmp_path), "--states", "64"])
     with pytest.raises(SystemExit, match="not a suite checkpoint folder"):
         score_order.main(["--checkpoint", str(tmp_path / "missing")])
-    out = tmp_path / "order.json"
+    (tmp_path / "results").mkdir()
+    out = tmp_path / "results" / "order.json"
     argv = ["--checkpoint", str(tmp_path), "--behavior", str(behavior_path), "--states", "64", "--out", str(out)]
     assert score_order.main(argv) == 0
     result = json.loads(out.read_text())
@@ -591,6 +592,9 @@ def test_score_order_on_a_suite_checkpoint(pendulum_balance_dataset, tmp_path):
     for row in rows:
         assert set(row["mean_score"]) == set(score_order.SOURCES)
         assert all(0.0 <= value <= 1.0 for value in row["auc_vs_dataset"].values())
+    assert score_order.main(["--summary", str(out.parent)]) == 0  # one table row per checkpoint and guidance scale
+    table = [line for line in (out.parent / "summary.md").read_text().splitlines() if pendulum_balance_dataset in line]
+    assert len(table) == 1 and f"| {rows[0]['auc_vs_dataset']['actor_sample']:.2f} |" in table[0]
 
     # the rows hold the package's own scores: alignment_scores with the same seed draws the same references
     index = np.arange(64)
