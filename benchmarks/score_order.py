@@ -129,6 +129,11 @@ def score_order(
             if k == n_references and reduction == "mean":
                 row["decomposition"] = {
                     "spread_tr_S": float(spread.mean()),
+                    # action components within 0.01 of the bounds: where guidance pushes the references
+                    "at_bounds": {
+                        "references": float((references.abs() > 0.99).float().mean()),
+                        **{name: float((value.abs() > 0.99).float().mean()) for name, value in actions_t.items()},
+                    },
                     "distance_to_reference_mean": {
                         name: float((value - reference_mean).pow(2).sum(dim=-1).mean()) for name, value in actions_t.items()
                     },
@@ -176,14 +181,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"{means['dataset']:.3f} | {means['actor_sample']:.3f} | {means['actor_mean']:.3f} | "
             f"{aucs['actor_sample']:.3f} | {aucs['actor_mean']:.3f} |"
         )
-    lines += ["", "| guidance | tr S | distance^2 to m: dataset | actor sample | actor mean |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| guidance | tr S | distance^2 to m: dataset | actor sample | actor mean | at bounds: references | dataset |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in result["rows"]:
         if "decomposition" in row:
             parts = row["decomposition"]
             distance = parts["distance_to_reference_mean"]
             lines.append(
                 f"| {row['guidance_scale']:g} | {parts['spread_tr_S']:.3f} | {distance['dataset']:.3f} | "
-                f"{distance['actor_sample']:.3f} | {distance['actor_mean']:.3f} |"
+                f"{distance['actor_sample']:.3f} | {distance['actor_mean']:.3f} | "
+                f"{parts['at_bounds']['references']:.3f} | {parts['at_bounds']['dataset']:.3f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -200,11 +210,12 @@ def summary(results_dir: Path) -> str:
         "AUC: the probability that an action of the pre-trained actor (a sample, as collected online) scores above a",
         "dataset action on the same dataset states; DARE's exchange assumes above 0.5. K = 1: DARE's default score.",
         "Other readings: K = 16 reference actions, mean or likelihood, sigma 1, 0.3 and 0.1. tr S: the behaviour",
-        "sampler's spread; distance: the mean squared distance from the sampler's mean (16 references per state).",
+        "sampler's spread; distance: the mean squared distance from the sampler's mean (16 references per state); at",
+        "bounds: the share of action components within 0.01 of the action bounds (of the references, of the data).",
         "",
         "| family | task | seed | guidance | states | score, dataset (K = 1) | score, actor sample (K = 1) | AUC (K = 1) "
-        "| AUC, other readings | tr S | distance: dataset | actor sample | actor mean |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| AUC, other readings | tr S | distance: dataset | actor sample | actor mean | at bounds: references | dataset |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     results = [json.loads(path.read_text()) for path in sorted(results_dir.glob("*.json"))]
     results.sort(key=lambda result: (result["family"], result["task"], result["seed"]))
@@ -220,7 +231,8 @@ def summary(results_dir: Path) -> str:
                 f"{default['mean_score']['dataset']:.3f} | {default['mean_score']['actor_sample']:.3f} | "
                 f"{default['auc_vs_dataset']['actor_sample']:.2f} | {min(others):.2f} to {max(others):.2f} | "
                 f"{parts['spread_tr_S']:.3f} | {distance['dataset']:.3f} | {distance['actor_sample']:.3f} | "
-                f"{distance['actor_mean']:.3f} |"
+                f"{distance['actor_mean']:.3f} | {parts['at_bounds']['references']:.3f} | "
+                f"{parts['at_bounds']['dataset']:.3f} |"
             )
     return "\n".join(lines) + "\n"
 

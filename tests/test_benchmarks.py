@@ -615,6 +615,8 @@ def test_score_order_on_a_suite_checkpoint(pendulum_balance_dataset, tmp_path):
     # and the decomposition is exact: mean_k ||a_k - a||^2 = ||a - m||^2 + tr S (sigma = 1: both halved)
     mean_row = next(row for row in rows if "decomposition" in row)
     parts = mean_row["decomposition"]
+    assert parts["at_bounds"]["dataset"] == pytest.approx(float((np.abs(actions) > 0.99).mean()))
+    assert 0.0 <= parts["at_bounds"]["references"] <= 1.0
     for source in ("dataset", "shifted"):
         total = parts["distance_to_reference_mean"][source] + parts["spread_tr_S"]
         assert mean_row["mean_score"][source] == pytest.approx(total / 2, rel=1e-5)
