@@ -10,13 +10,15 @@ assumed order. On dataset states of an offline checkpoint of the suite it scores
 - the pre-trained actor's samples (what the first online transitions hold: SB3 collects with ``deterministic=False``),
 - the actor's mean actions,
 
-against K reference actions drawn once per state and guidance setting (so every score setting and source sees the
-same references: a paired comparison), and reports each source's mean score and the AUC: the probability that an
-actor action scores above a dataset action (0.5: no order; above 0.5: the order DARE assumes). The K = 1 rows are
-the scores DARE uses by default (the first reference of the K). It also reports the decomposition
-``mean_k d_k = (||a - m||^2 + tr S) / (2 sigma^2)`` with m and S the references' mean and covariance per state,
-which says why a source scores low: its distance from the reference mean, while ``tr S`` is the behaviour's spread.
-The states are the dataset's, not those the actor visits online: a reading of the first online transitions only.
+against K reference actions drawn once per state and guidance scale (every score setting and source sees the same
+draws), and reports each source's mean and standard deviation of the score (what the exchange's Gaussians are fitted
+to) and the AUC: the probability that an actor action scores above a dataset action (0.5: no order; the exchange
+assumes the online samples score higher), with its standard error (Hanley and McNeil). The K = 1 rows use the first
+of the K references: DARE's default score, in distribution. It also reports the decomposition
+``mean_k d_k = (||a - m||^2 + tr S) / (2 sigma^2)`` with m and S the K references' mean and (biased) covariance per
+state, which is exact, and the unbiased estimates of the distance from the sampler's mean and of its spread; and the
+share of action components at the bounds. The states are the dataset's, not those the actor visits online: a reading
+of the first online transitions only.
 
 Usage::
 
@@ -35,10 +37,14 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sb3_dare.dare.behavior import BehaviorModel
 
 #: (K reference actions, reduction, sigma) per row; K = 1 is DARE's default score.
 SCORE_SETTINGS: tuple[tuple[int, str, float], ...] = (
@@ -49,16 +55,22 @@ SCORE_SETTINGS: tuple[tuple[int, str, float], ...] = (
     (16, "likelihood", 0.1),
 )
 SOURCES = ("dataset", "actor_sample", "actor_mean")
+#: an action component this close to a bound of [-1, 1] counts as at the bound
+BOUND_MARGIN = 0.01
 
 
 def auc(higher: np.ndarray, lower: np.ndarray) -> float:
     """
     P(X > Y) + P(X = Y) / 2 for X drawn from ``higher`` and Y from ``lower`` (the Mann-Whitney statistic over n m).
 
-    :param higher: scores of the first sample
-    :param lower: scores of the second sample
+    :param higher: scores of the first sample, 1-D, finite
+    :param lower: scores of the second sample, 1-D, finite
     :return: the probability, in [0, 1]
     """
+    higher, lower = np.asarray(higher, dtype=np.float64), np.asarray(lower, dtype=np.float64)
+    for name, values in (("higher", higher), ("lower", lower)):
+        if values.ndim != 1 or len(values) == 0 or not np.isfinite(values).all():
+            raise ValueError(f"auc needs two non-empty 1-D arrays of finite scores; {name} has shape {values.shape}.")
     pooled = np.concatenate([higher, lower])
     order = np.argsort(pooled, kind="mergesort")
     ranks = np.empty(len(pooled))
@@ -72,14 +84,28 @@ def auc(higher: np.ndarray, lower: np.ndarray) -> float:
     return float((ranks[:n].sum() - n * (n + 1) / 2) / (n * m))
 
 
+def auc_standard_error(value: float, n: int, m: int) -> float:
+    """
+    The AUC's standard error by Hanley and McNeil (1982), for independent samples of sizes ``n`` and ``m``.
+
+    :param value: the AUC
+    :param n: size of the first sample
+    :param m: size of the second sample
+    :return: the standard error
+    """
+    q1, q2 = value / (2 - value), 2 * value**2 / (1 + value)
+    variance = (value * (1 - value) + (n - 1) * (q1 - value**2) + (m - 1) * (q2 - value**2)) / (n * m)
+    return float(np.sqrt(max(variance, 0.0)))
+
+
 def score_order(
-    behavior: Any,
+    behavior: BehaviorModel,
     observations: np.ndarray,
-    actions: dict[str, np.ndarray],
-    guidance_scales: list[float],
-    settings: tuple[tuple[int, str, float], ...] = SCORE_SETTINGS,
+    actions: Mapping[str, np.ndarray],
+    guidance_scales: Sequence[float],
+    settings: Sequence[tuple[int, str, float]] = SCORE_SETTINGS,
     seed: int = 0,
-) -> list[dict[str, Any]]:
+) -> dict[str, Any]:
     """
     Score each source of actions under every guidance scale and score setting, on shared reference actions.
 
@@ -89,8 +115,10 @@ def score_order(
     :param guidance_scales: the guidance scales to sample the references with
     :param settings: (K, reduction, sigma) per row; the references are the first K of max(K) drawn per state
     :param seed: seed of the reference draws (the same for every guidance scale)
-    :return: one row per (guidance scale, setting): mean score per source, AUC of every other source against the
-        dataset, and (on the rows with the most references and ``"mean"``) the distance and spread decomposition
+    :return: ``rows``: one per (guidance scale, setting), with each source's mean and standard deviation of the score
+        and every other source's AUC (and its standard error) against the dataset; ``references``: one per guidance
+        scale, with the spread of the max(K) references and each source's distance from their mean (the exact
+        decomposition's parts and their unbiased estimates) and the shares of action components at the bounds
     """
     import torch as th
 
@@ -98,10 +126,17 @@ def score_order(
 
     if "dataset" not in actions:
         raise ValueError("actions must include the source 'dataset' (the order is measured against it).")
+    if not settings or any(k < 1 for k, _, _ in settings):
+        raise ValueError(f"settings must be a non-empty list of (K >= 1, reduction, sigma), got {list(settings)}.")
+    n_states = len(observations)
+    for name, value in actions.items():
+        if np.shape(value)[:1] != (n_states,):
+            raise ValueError(f"actions[{name!r}] has shape {np.shape(value)}: it needs one row per observation ({n_states}).")
     n_references = max(k for k, _, _ in settings)
     observations_t = th.as_tensor(observations, dtype=th.float32, device=behavior.device)
     actions_t = {name: th.as_tensor(value, dtype=th.float32, device=behavior.device) for name, value in actions.items()}
-    rows = []
+    rows: list[dict[str, Any]] = []
+    references_summary: list[dict[str, Any]] = []
     for guidance_scale in guidance_scales:
         generator = th.Generator(device=behavior.device).manual_seed(seed)
         with th.no_grad():
@@ -110,64 +145,96 @@ def score_order(
             )
         reference_mean = references.mean(dim=1)
         # tr S per state: the references' (biased) variance summed over the action dimensions
-        spread = (references - reference_mean.unsqueeze(1)).pow(2).sum(dim=-1).mean(dim=1)
-        for k, reduction, sigma in settings:
-            row: dict[str, Any] = {
-                "guidance_scale": guidance_scale,
-                "n_reference_samples": k,
-                "reduction": reduction,
-                "sigma": sigma,
+        spread = float((references - reference_mean.unsqueeze(1)).pow(2).sum(dim=-1).mean(dim=1).mean())
+        distance = {name: float((value - reference_mean).pow(2).sum(dim=-1).mean()) for name, value in actions_t.items()}
+        block: dict[str, Any] = {
+            "guidance_scale": guidance_scale,
+            "n_reference_samples": n_references,
+            # mean_k ||a_k - a||^2 = ||a - m||^2 + tr S exactly, with m and S the K references' mean and biased covariance
+            "spread_tr_S": spread,
+            "distance_to_reference_mean": distance,
+            "at_bounds": {
+                "references": float((references.abs() > 1 - BOUND_MARGIN).float().mean()),
+                **{name: float((value.abs() > 1 - BOUND_MARGIN).float().mean()) for name, value in actions_t.items()},
+            },
+        }
+        if n_references > 1:
+            # E[tr S] = tr Sigma (K - 1) / K and E||a - m||^2 = ||a - mu||^2 + tr Sigma / K: the unbiased estimates
+            spread_unbiased = spread * n_references / (n_references - 1)
+            block["spread_tr_Sigma_unbiased"] = spread_unbiased
+            block["distance_to_sampler_mean_unbiased"] = {
+                name: value - spread_unbiased / n_references for name, value in distance.items()
             }
+        references_summary.append(block)
+        for k, reduction, sigma in settings:
             scores = {
                 name: scores_from_references(references[:, :k], value, reduction=reduction, sigma=sigma).cpu().numpy()
                 for name, value in actions_t.items()
             }
-            row["mean_score"] = {name: float(value.mean()) for name, value in scores.items()}
-            row["auc_vs_dataset"] = {
-                name: auc(value, scores["dataset"]) for name, value in scores.items() if name != "dataset"
-            }
-            if k == n_references and reduction == "mean":
-                row["decomposition"] = {
-                    "spread_tr_S": float(spread.mean()),
-                    # action components within 0.01 of the bounds: where guidance pushes the references
-                    "at_bounds": {
-                        "references": float((references.abs() > 0.99).float().mean()),
-                        **{name: float((value.abs() > 0.99).float().mean()) for name, value in actions_t.items()},
-                    },
-                    "distance_to_reference_mean": {
-                        name: float((value - reference_mean).pow(2).sum(dim=-1).mean()) for name, value in actions_t.items()
+            aucs = {name: auc(value, scores["dataset"]) for name, value in scores.items() if name != "dataset"}
+            rows.append(
+                {
+                    "guidance_scale": guidance_scale,
+                    "n_reference_samples": k,
+                    "reduction": reduction,
+                    "sigma": sigma,
+                    "mean_score": {name: float(value.mean()) for name, value in scores.items()},
+                    "std_score": {name: float(value.std()) for name, value in scores.items()},
+                    "auc_vs_dataset": aucs,
+                    "auc_standard_error": {
+                        name: auc_standard_error(value, n_states, n_states) for name, value in aucs.items()
                     },
                 }
-            rows.append(row)
-    return rows
+            )
+    return {"rows": rows, "references": references_summary}
 
 
 def actor_actions(model: Any, observations: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """The actor's samples (as SB3 collects online) and mean actions at ``observations``."""
+    """
+    The actor's actions at ``observations``, drawn without touching the global random state.
+
+    :param model: a loaded IQL or CalQL model
+    :param observations: (n, obs_dim) raw observations
+    :param seed: seed of the actor's samples
+    :return: ``actor_sample`` (as SB3 collects online: ``deterministic=False``) and ``actor_mean``
+    """
     import torch as th
 
-    th.manual_seed(seed)
-    sampled, _ = model.predict(observations, deterministic=False)
+    with th.random.fork_rng():
+        th.manual_seed(seed)
+        sampled, _ = model.predict(observations, deterministic=False)
     mean, _ = model.predict(observations, deterministic=True)
     return {"actor_sample": np.asarray(sampled, dtype=np.float32), "actor_mean": np.asarray(mean, dtype=np.float32)}
 
 
-def _guided_behavior_file(folder: Path) -> Path:
+def guided_behavior_file(folder: Path) -> Path:
+    """
+    The one guided behaviour model (with a trained energy network) among a checkpoint folder's ``behavior-*.pt``.
+
+    :param folder: a suite checkpoint folder
+    :return: the file's path
+    """
     from sb3_dare.dare.behavior import load_behavior_model
 
     files = sorted(folder.glob("behavior-*.pt"))
     guided = [path for path in files if load_behavior_model(path).has_energy]
-    if not guided:
+    if len(guided) != 1:
         found = ", ".join(path.name for path in files) or "none"
+        problem = "no guided behaviour model" if not guided else "several guided behaviour models"
         raise SystemExit(
-            f"{folder} holds no guided behaviour model (behaviour files: {found}). Run a DARE variant with guidance on "
-            "this checkpoint first (o2o_suite.py), or name a behaviour model with --behavior."
+            f"{folder} holds {problem} (behaviour files: {found}). Name one with --behavior, or run a DARE variant "
+            "with guidance on this checkpoint first (o2o_suite.py)."
         )
     return guided[0]
 
 
-def markdown(result: dict[str, Any]) -> str:
-    """The rows as a Markdown table."""
+def markdown(result: Mapping[str, Any]) -> str:
+    """
+    One result as Markdown: the scores and AUCs per setting, and the references' decomposition per guidance scale.
+
+    :param result: a result as :func:`main` writes it
+    :return: the tables
+    """
     lines = [
         f"{result['family']} checkpoint of {result['task']} seed {result['seed']}, {result['n_states']} dataset states",
         "",
@@ -186,15 +253,13 @@ def markdown(result: dict[str, Any]) -> str:
         "| guidance | tr S | distance^2 to m: dataset | actor sample | actor mean | at bounds: references | dataset |",
         "|---|---|---|---|---|---|---|",
     ]
-    for row in result["rows"]:
-        if "decomposition" in row:
-            parts = row["decomposition"]
-            distance = parts["distance_to_reference_mean"]
-            lines.append(
-                f"| {row['guidance_scale']:g} | {parts['spread_tr_S']:.3f} | {distance['dataset']:.3f} | "
-                f"{distance['actor_sample']:.3f} | {distance['actor_mean']:.3f} | "
-                f"{parts['at_bounds']['references']:.3f} | {parts['at_bounds']['dataset']:.3f} |"
-            )
+    for block in result["references"]:
+        distance = block["distance_to_reference_mean"]
+        lines.append(
+            f"| {block['guidance_scale']:g} | {block['spread_tr_S']:.3f} | {distance['dataset']:.3f} | "
+            f"{distance['actor_sample']:.3f} | {distance['actor_mean']:.3f} | "
+            f"{block['at_bounds']['references']:.3f} | {block['at_bounds']['dataset']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -202,45 +267,69 @@ def summary(results_dir: Path) -> str:
     """
     One Markdown table over the result JSONs in ``results_dir``: per checkpoint and guidance scale, DARE's default
     score (K = 1) of the dataset and the actor's samples, their AUC, the AUC's range over the other readings, and the
-    decomposition (the spread and each source's distance from the references' mean).
+    references' decomposition.
+
+    :param results_dir: a folder of JSONs written by ``score_order.py --out``
+    :return: the Markdown text
     """
     lines = [
         "# Score order at the switch (`benchmarks/score_order.py`)",
         "",
         "AUC: the probability that an action of the pre-trained actor (a sample, as collected online) scores above a",
-        "dataset action on the same dataset states; DARE's exchange assumes above 0.5. K = 1: DARE's default score.",
-        "Other readings: K = 16 reference actions, mean or likelihood, sigma 1, 0.3 and 0.1. tr S: the behaviour",
-        "sampler's spread; distance: the mean squared distance from the sampler's mean (16 references per state); at",
-        "bounds: the share of action components within 0.01 of the action bounds (of the references, of the data).",
+        "dataset action on the same dataset states (0.5: no order; standard errors about 0.006 at 4,096 states each).",
+        "DARE's exchange assumes the online samples score higher: read the mean scores too, which the exchange's",
+        "Gaussians are fitted to. K = 1: DARE's default score. Other readings: K = 16 reference actions, mean or",
+        "likelihood, sigma 1, 0.3 and 0.1. tr Sigma: the behaviour sampler's spread; distance: the mean squared",
+        "distance of each source's actions from the sampler's mean (both unbiased estimates from 16 references per",
+        "state); at bounds: the share of action components within 0.01 of the action bounds (references, data).",
         "",
         "| family | task | seed | guidance | states | score, dataset (K = 1) | score, actor sample (K = 1) | AUC (K = 1) "
-        "| AUC, other readings | tr S | distance: dataset | actor sample | actor mean | at bounds: references | dataset |",
+        "| AUC, other readings | tr Sigma | distance: dataset | actor sample | actor mean | at bounds: references "
+        "| dataset |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    results = [json.loads(path.read_text()) for path in sorted(results_dir.glob("*.json"))]
+    results = []
+    for path in sorted(results_dir.glob("*.json")):
+        result = json.loads(path.read_text())
+        if not isinstance(result, dict) or not {"family", "task", "seed", "rows", "references"} <= result.keys():
+            raise SystemExit(f"{path} is not a result of score_order.py --out; move it out of {results_dir}.")
+        results.append(result)
     results.sort(key=lambda result: (result["family"], result["task"], result["seed"]))
     for result in results:
-        for guidance in sorted({row["guidance_scale"] for row in result["rows"]}, reverse=True):
+        for block in sorted(result["references"], key=lambda block: -block["guidance_scale"]):
+            guidance = block["guidance_scale"]
             rows = [row for row in result["rows"] if row["guidance_scale"] == guidance]
-            default = next(row for row in rows if row["n_reference_samples"] == 1)
+            default = next((row for row in rows if row["n_reference_samples"] == 1), None)
             others = [row["auc_vs_dataset"]["actor_sample"] for row in rows if row is not default]
-            parts = next(row["decomposition"] for row in rows if "decomposition" in row)
-            distance = parts["distance_to_reference_mean"]
+            spread = block.get("spread_tr_Sigma_unbiased", block["spread_tr_S"])
+            distance = block.get("distance_to_sampler_mean_unbiased", block["distance_to_reference_mean"])
+            default_cells = (
+                f"{default['mean_score']['dataset']:.3f} | {default['mean_score']['actor_sample']:.3f} | "
+                f"{default['auc_vs_dataset']['actor_sample']:.2f}"
+                if default is not None
+                else "n/a | n/a | n/a"
+            )
+            other_cells = f"{min(others):.2f} to {max(others):.2f}" if others else "n/a"
             lines.append(
                 f"| {result['family']} | {result['task']} | {result['seed']} | {guidance:g} | {result['n_states']} | "
-                f"{default['mean_score']['dataset']:.3f} | {default['mean_score']['actor_sample']:.3f} | "
-                f"{default['auc_vs_dataset']['actor_sample']:.2f} | {min(others):.2f} to {max(others):.2f} | "
-                f"{parts['spread_tr_S']:.3f} | {distance['dataset']:.3f} | {distance['actor_sample']:.3f} | "
-                f"{distance['actor_mean']:.3f} | {parts['at_bounds']['references']:.3f} | "
-                f"{parts['at_bounds']['dataset']:.3f} |"
+                f"{default_cells} | {other_cells} | {spread:.3f} | {distance['dataset']:.3f} | "
+                f"{distance['actor_sample']:.3f} | {distance['actor_mean']:.3f} | "
+                f"{block['at_bounds']['references']:.3f} | {block['at_bounds']['dataset']:.3f} |"
             )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """
+    The command line: score one checkpoint (``--checkpoint``), or tabulate results (``--summary``).
+
+    :param argv: the arguments (default: ``sys.argv[1:]``)
+    :return: the exit status
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, help="a suite checkpoint folder (model.zip, meta.json)")
-    parser.add_argument("--summary", type=Path, help="write summary.md over the result JSONs in this folder, and stop")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--checkpoint", type=Path, help="a suite checkpoint folder (model.zip, meta.json)")
+    target.add_argument("--summary", type=Path, help="write summary.md over the result JSONs in this folder, and stop")
     parser.add_argument("--behavior", type=Path, help="behaviour model file (default: the folder's guided one)")
     parser.add_argument("--states", type=int, default=4096, help="dataset states scored (default 4096)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the states, actor samples and references")
@@ -248,12 +337,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
     if args.summary is not None:
+        if not args.summary.is_dir():
+            raise SystemExit(f"--summary {args.summary}: no such folder.")
         text = summary(args.summary)
         (args.summary / "summary.md").write_text(text)
         print(text, end="")
         return 0
-    if args.checkpoint is None:
-        parser.error("name a checkpoint folder with --checkpoint (or a results folder with --summary)")
+    if args.states < 2:
+        raise SystemExit(f"--states must be at least 2, got {args.states}.")
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be at least 1, got {args.threads}.")
+    if args.behavior is not None and not args.behavior.is_file():
+        raise SystemExit(f"--behavior {args.behavior}: no such file (a behaviour model written by BehaviorModel.save).")
+    meta_path, model_path = args.checkpoint / "meta.json", args.checkpoint / "model.zip"
+    if not (meta_path.is_file() and model_path.is_file()):
+        raise SystemExit(f"{args.checkpoint} is not a suite checkpoint folder: it needs model.zip and meta.json.")
+    config = json.loads(meta_path.read_text()).get("offline_config")
+    if not isinstance(config, dict) or not {"family", "task", "seed"} <= config.keys():
+        raise SystemExit(f"{meta_path} has no offline_config with family, task and seed: not written by o2o_suite.py.")
 
     import torch as th
 
@@ -262,17 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     from sb3_dare.dare.behavior import load_behavior_model
     from sb3_dare.data import load_offline_data
 
-    th.set_num_threads(args.threads)
-    meta_path, model_path = args.checkpoint / "meta.json", args.checkpoint / "model.zip"
-    if not (meta_path.is_file() and model_path.is_file()):
-        raise SystemExit(f"{args.checkpoint} is not a suite checkpoint folder: it needs model.zip and meta.json.")
-    if args.states < 2:
-        raise SystemExit(f"--states must be at least 2, got {args.states}.")
-    config = json.loads(meta_path.read_text())["offline_config"]
     classes = {"iql": IQL, "calql": CalQL}
     if config["family"] not in classes:
         raise SystemExit(f"Unknown checkpoint family {config['family']!r}; expected one of {list(classes)}.")
-    behavior_path = args.behavior or _guided_behavior_file(args.checkpoint)
+    th.set_num_threads(args.threads)
+    behavior_path = args.behavior or guided_behavior_file(args.checkpoint)
     behavior = load_behavior_model(behavior_path)
     model = classes[config["family"]].load(str(model_path), device="cpu")
     data = load_offline_data(config["task"])
@@ -280,9 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     index = np.sort(rng.choice(len(data.observations), size=min(args.states, len(data.observations)), replace=False))
     observations = np.asarray(data.observations[index], dtype=np.float32)
     actions = {"dataset": np.asarray(data.actions[index], dtype=np.float32), **actor_actions(model, observations, args.seed)}
+    # the guidance scale the file was saved with: the suite fits its guided models at the task's scale (DARE's default)
     guidance = float(getattr(behavior, "guidance_scale", 0.0))
     start = time.perf_counter()
-    rows = score_order(behavior, observations, actions, sorted({guidance, 0.0}, reverse=True), seed=args.seed)
+    scored = score_order(behavior, observations, actions, sorted({guidance, 0.0}, reverse=True), seed=args.seed)
     result = {
         "family": config["family"],
         "task": config["task"],
@@ -293,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {"sb3_dare": sb3_dare.__version__, "torch": th.__version__},
         "n_states": len(index),
         "scoring_s": time.perf_counter() - start,
-        "rows": rows,
+        **scored,
     }
     print(markdown(result), end="")
     if args.out is not None:

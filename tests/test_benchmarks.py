@@ -550,7 +550,7 @@ def test_score_order_on_a_suite_checkpoint(pendulum_balance_dataset, tmp_path):
     import torch as th
 
     from sb3_dare import IQL
-    from sb3_dare.dare.alignment import alignment_scores
+    from sb3_dare.dare.alignment import alignment_scores, scores_from_references
     from sb3_dare.dare.behavior import make_behavior_model
     from sb3_dare.data import load_offline_data
 
@@ -596,29 +596,60 @@ def test_score_order_on_a_suite_checkpoint(pendulum_balance_dataset, tmp_path):
     table = [line for line in (out.parent / "summary.md").read_text().splitlines() if pendulum_balance_dataset in line]
     assert len(table) == 1 and f"| {rows[0]['auc_vs_dataset']['actor_sample']:.2f} |" in table[0]
 
-    # the rows hold the package's own scores: alignment_scores with the same seed draws the same references
+    # the rows hold the package's own scores: alignment_scores with the same seed draws the same 16 references
     index = np.arange(64)
     observations, actions = data.observations[index], data.actions[index]
-    rows = score_order.score_order(behavior, observations, {"dataset": actions, "shifted": actions + 0.5}, [0.0], seed=3)
+    scored = score_order.score_order(behavior, observations, {"dataset": actions, "shifted": actions + 0.5}, [0.0], seed=3)
+    rows = scored["rows"]
+    references = behavior.sample(th.as_tensor(observations), n_samples=16, generator=th.Generator().manual_seed(3))
     for row in rows:
-        if row["n_reference_samples"] == 16:
-            expected = alignment_scores(
-                behavior,
-                observations,
-                actions,
-                n_reference_samples=16,
-                reduction=row["reduction"],
-                sigma=row["sigma"],
-                generator=th.Generator().manual_seed(3),
-            )
-            assert row["mean_score"]["dataset"] == pytest.approx(float(expected.mean()), rel=1e-5)
+        k = row["n_reference_samples"]
+        expected = alignment_scores(
+            behavior,
+            observations,
+            actions,
+            n_reference_samples=16,
+            reduction=row["reduction"],
+            sigma=row["sigma"],
+            generator=th.Generator().manual_seed(3),
+        )
+        if k == 1:  # the first of the 16 references: DARE's default score in distribution
+            expected = scores_from_references(references[:, :1], th.as_tensor(actions))
+        assert row["mean_score"]["dataset"] == pytest.approx(float(expected.mean()), rel=1e-5)
+        assert row["std_score"]["dataset"] == pytest.approx(float(expected.numpy().std()), rel=1e-4)
+        assert 0.0 < row["auc_standard_error"]["shifted"] < 0.1
     # and the decomposition is exact: mean_k ||a_k - a||^2 = ||a - m||^2 + tr S (sigma = 1: both halved)
-    mean_row = next(row for row in rows if "decomposition" in row)
-    parts = mean_row["decomposition"]
-    assert parts["at_bounds"]["dataset"] == pytest.approx(float((np.abs(actions) > 0.99).mean()))
-    assert 0.0 <= parts["at_bounds"]["references"] <= 1.0
+    mean_row = next(row for row in rows if row["n_reference_samples"] == 16 and row["reduction"] == "mean")
+    (block,) = scored["references"]
+    assert block["at_bounds"]["dataset"] == pytest.approx(float((np.abs(actions) > 0.99).mean()))
+    assert 0.0 <= block["at_bounds"]["references"] <= 1.0
     for source in ("dataset", "shifted"):
-        total = parts["distance_to_reference_mean"][source] + parts["spread_tr_S"]
+        total = block["distance_to_reference_mean"][source] + block["spread_tr_S"]
         assert mean_row["mean_score"][source] == pytest.approx(total / 2, rel=1e-5)
+        unbiased = block["distance_to_sampler_mean_unbiased"][source] + block["spread_tr_Sigma_unbiased"]
+        assert total == pytest.approx(unbiased, rel=1e-5)  # the same total, split without the estimators' bias
     with pytest.raises(ValueError, match="'dataset'"):
         score_order.score_order(behavior, observations, {"shifted": actions}, [0.0])
+    with pytest.raises(ValueError, match="one row per observation"):
+        score_order.score_order(behavior, observations, {"dataset": actions[:10]}, [0.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        score_order.score_order(behavior, observations, {"dataset": actions}, [0.0], settings=[])
+
+
+def test_scores_from_references_rejects_shapes_that_would_broadcast():
+    import torch as th
+
+    from sb3_dare.dare.alignment import scores_from_references
+
+    references, actions = th.zeros(5, 3, 1), th.ones(5, 1)
+    assert scores_from_references(references, actions).tolist() == [0.5] * 5
+    with pytest.raises(ValueError, match=r"\(n, action_dim\)"):
+        scores_from_references(references, actions.squeeze(-1))  # (n,) would broadcast to an (n, n) result
+    with pytest.raises(ValueError, match=r"\(n, action_dim\)"):
+        scores_from_references(references, th.ones(1, 1))
+    with pytest.raises(ValueError, match="sigma"):
+        scores_from_references(references, actions, sigma=0.0)
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        score_order.auc(np.array([]), np.array([1.0]))
+    with pytest.raises(ValueError, match="finite"):
+        score_order.auc(np.array([np.nan, 1.0]), np.array([0.5]))

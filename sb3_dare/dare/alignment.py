@@ -72,6 +72,13 @@ def scores_from_references(
     """
     if reduction not in SCORE_REDUCTIONS:
         raise ValueError(f"Unknown score reduction {reduction!r}; choose one of {SCORE_REDUCTIONS}.")
+    if references.ndim != 3 or actions.ndim != 2 or references.shape[::2] != actions.shape or references.shape[1] < 1:
+        raise ValueError(
+            f"references must be (n, K >= 1, action_dim) and actions (n, action_dim); got {tuple(references.shape)} and "
+            f"{tuple(actions.shape)}."
+        )
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}.")
     divergences = (references - actions.unsqueeze(1)).pow(2).sum(dim=-1) / (2.0 * sigma**2)
     n_references = references.shape[1]
     if reduction == "mean" or n_references == 1:
