@@ -37,7 +37,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,6 +189,53 @@ def score_order(
     return {"rows": rows, "references": references_summary}
 
 
+def energy_target(
+    q_function: Callable[[Any, Any], Any],
+    behavior: BehaviorModel,
+    observations: np.ndarray,
+    energy_beta: float,
+    guidance_scale: float,
+    n_support_actions: int = 16,
+    seed: int = 0,
+) -> dict[str, float]:
+    """
+    How peaked the energy network's training target is: CEP fits the energy to softmax_j(beta_e Q(s, a_j)) over
+    unguided support actions a_j, and guided sampling then aims at about mu(a|s) exp(w beta_e Q(s, a)).
+
+    :param q_function: (observations, actions) -> Q, the critic the energy was trained against
+    :param behavior: the behaviour model (its unguided samples are the support actions)
+    :param observations: (n, obs_dim) raw observations
+    :param energy_beta: CEP's inverse temperature beta_e
+    :param guidance_scale: the guidance scale w
+    :param n_support_actions: support actions per state (the suite's default, 16)
+    :param seed: seed of the support actions
+    :return: medians over the states of the Q range across the support actions, of the target's entropy (at most
+        log M) and largest probability, and w beta_e times the Q range (the guided target's log density ratio between
+        the best and the worst support action)
+    """
+    import torch as th
+
+    generator = th.Generator(device=behavior.device).manual_seed(seed)
+    observations_t = th.as_tensor(observations, dtype=th.float32, device=behavior.device)
+    with th.no_grad():
+        support = behavior.sample(observations_t, n_samples=n_support_actions, generator=generator, guidance_scale=0.0)
+        repeated = observations_t.repeat_interleave(n_support_actions, dim=0)
+        q_values = q_function(repeated, support.reshape(-1, support.shape[-1])).reshape(-1, n_support_actions)
+    probabilities = th.softmax(energy_beta * q_values, dim=1)
+    entropy = -(probabilities * th.log(probabilities.clamp_min(1e-30))).sum(dim=1)
+    q_range = q_values.max(dim=1).values - q_values.min(dim=1).values
+    return {
+        "energy_beta": energy_beta,
+        "guidance_scale": guidance_scale,
+        "n_support_actions": n_support_actions,
+        "q_range_median": float(q_range.median()),
+        "target_entropy_median": float(entropy.median()),
+        "target_entropy_max": float(np.log(n_support_actions)),
+        "target_max_probability_median": float(probabilities.max(dim=1).values.median()),
+        "guided_log_ratio_median": float(guidance_scale * energy_beta * q_range.median()),
+    }
+
+
 def actor_actions(model: Any, observations: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     """
     The actor's actions at ``observations``, drawn without touching the global random state.
@@ -260,6 +307,14 @@ def markdown(result: Mapping[str, Any]) -> str:
             f"{distance['actor_sample']:.3f} | {distance['actor_mean']:.3f} | "
             f"{block['at_bounds']['references']:.3f} | {block['at_bounds']['dataset']:.3f} |"
         )
+    target = result.get("energy_target")
+    if target is not None:
+        lines += [
+            "",
+            f"energy target (beta_e {target['energy_beta']:g}, medians): Q range {target['q_range_median']:.2f}, entropy "
+            f"{target['target_entropy_median']:.2f} of {target['target_entropy_max']:.2f}, largest probability "
+            f"{target['target_max_probability_median']:.2f}, w beta_e Q range {target['guided_log_ratio_median']:.0f}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -316,6 +371,24 @@ def summary(results_dir: Path) -> str:
                 f"{distance['actor_sample']:.3f} | {distance['actor_mean']:.3f} | "
                 f"{block['at_bounds']['references']:.3f} | {block['at_bounds']['dataset']:.3f} |"
             )
+    lines += [
+        "",
+        "Energy target (CEP): the energy is fitted to softmax_j(beta_e Q(s, a_j)) over 16 unguided support actions per",
+        "state; guided sampling aims at about mu(a|s) exp(w beta_e Q(s, a)). Medians over the states: the Q range across",
+        "the support actions, the target's entropy (at most log 16 = 2.77) and largest probability, and w beta_e times",
+        "the Q range (the guided target's log density ratio between the best and the worst support action).",
+        "",
+        "| family | task | seed | w | beta_e | Q range | target entropy | largest probability | w beta_e Q range |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        target = result.get("energy_target")
+        if target is not None:
+            lines.append(
+                f"| {result['family']} | {result['task']} | {result['seed']} | {target['guidance_scale']:g} | "
+                f"{target['energy_beta']:g} | {target['q_range_median']:.2f} | {target['target_entropy_median']:.2f} | "
+                f"{target['target_max_probability_median']:.2f} | {target['guided_log_ratio_median']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -334,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--states", type=int, default=4096, help="dataset states scored (default 4096)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the states, actor samples and references")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--energy-beta", type=float, default=3.0, help="CEP's beta_e the energy was fitted with (3)")
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
     if args.summary is not None:
@@ -379,6 +453,13 @@ def main(argv: list[str] | None = None) -> int:
     guidance = float(getattr(behavior, "guidance_scale", 0.0))
     start = time.perf_counter()
     scored = score_order(behavior, observations, actions, sorted({guidance, 0.0}, reverse=True), seed=args.seed)
+    if guidance > 0:
+
+        def critic(states: th.Tensor, actions: th.Tensor) -> th.Tensor:
+            # what DARE trains the energy against: min_k Q_target_k(s, a) on normalised observations
+            return model.critic_target(model.policy.normalize_observations(states), actions).min(dim=0).values
+
+        scored["energy_target"] = energy_target(critic, behavior, observations, args.energy_beta, guidance, seed=args.seed)
     result = {
         "family": config["family"],
         "task": config["task"],

@@ -636,6 +636,29 @@ def test_score_order_on_a_suite_checkpoint(pendulum_balance_dataset, tmp_path):
         score_order.score_order(behavior, observations, {"dataset": actions}, [0.0], settings=[])
 
 
+def test_energy_target_measures_how_peaked_the_cep_target_is(pendulum_balance_dataset):
+    import torch as th
+
+    from sb3_dare.dare.behavior import make_behavior_model
+    from sb3_dare.data import load_offline_data
+
+    data = load_offline_data(pendulum_balance_dataset)
+    behavior = make_behavior_model("diffusion", data.observations.shape[1], data.actions.shape[1], hidden_sizes=[32, 32])
+    behavior.fit(data.observations, data.actions, n_steps=20, batch_size=64, seed=0)
+    observations = data.observations[:32]
+    flat = score_order.energy_target(lambda s, a: a[:, 0] * 0.0, behavior, observations, energy_beta=3.0, guidance_scale=8.0)
+    assert flat["q_range_median"] == 0.0 and flat["guided_log_ratio_median"] == 0.0
+    assert flat["target_entropy_median"] == pytest.approx(np.log(16)) and flat[
+        "target_max_probability_median"
+    ] == pytest.approx(1 / 16)
+    # Q distinct by 1,000 between the support actions of a state: a one-hot target
+    steep = score_order.energy_target(
+        lambda s, a: 1000.0 * th.arange(len(a), dtype=th.float32), behavior, observations, energy_beta=3.0, guidance_scale=8.0
+    )
+    assert steep["q_range_median"] == 15_000.0 and steep["guided_log_ratio_median"] == 24.0 * 15_000.0
+    assert steep["target_entropy_median"] < 1e-6 and steep["target_max_probability_median"] == pytest.approx(1.0)
+
+
 def test_scores_from_references_rejects_shapes_that_would_broadcast():
     import torch as th
 
