@@ -17,8 +17,9 @@ assumes the online samples score higher), with its standard error (Hanley and Mc
 of the K references: DARE's default score, in distribution. It also reports the decomposition
 ``mean_k d_k = (||a - m||^2 + tr S) / (2 sigma^2)`` with m and S the K references' mean and (biased) covariance per
 state, which is exact, and the unbiased estimates of the distance from the sampler's mean and of its spread; and the
-share of action components at the bounds. The states are the dataset's, not those the actor visits online: a reading
-of the first online transitions only.
+share of action components at the bounds; with a guided model, how steep the energy network's training target is
+(:func:`energy_target`). The states are the dataset's, not those the actor visits online: a reading of the first
+online transitions only.
 
 Usage::
 
