@@ -35,6 +35,7 @@ names another. Scored with the model's own guidance scale and with none.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -436,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     import sb3_dare
     from sb3_dare import IQL, CalQL
     from sb3_dare.dare.behavior import load_behavior_model
+    from sb3_dare.dare.dare import guidance_q_values
     from sb3_dare.data import load_offline_data
 
     classes = {"iql": IQL, "calql": CalQL}
@@ -455,11 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     scored = score_order(behavior, observations, actions, sorted({guidance, 0.0}, reverse=True), seed=args.seed)
     if guidance > 0:
-
-        def critic(states: th.Tensor, actions: th.Tensor) -> th.Tensor:
-            # what DARE trains the energy against: min_k Q_target_k(s, a) on normalised observations
-            return model.critic_target(model.policy.normalize_observations(states), actions).min(dim=0).values
-
+        critic = functools.partial(guidance_q_values, model)  # what DARE fitted the energy against
         scored["energy_target"] = energy_target(critic, behavior, observations, args.energy_beta, guidance, seed=args.seed)
     result = {
         "family": config["family"],

@@ -34,6 +34,20 @@ SCORE_MODES = ("cached", "per_batch")
 SelfDARE = TypeVar("SelfDARE", bound="DAREMixin")
 
 
+def guidance_q_values(model: O2OAlgorithm, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    """
+    The critic DARE fits its energy network against: ``min_k Q_target_k(s, a)`` of an IQL or Cal-QL model.
+
+    :param model: the (pre-trained) model
+    :param observations: (n, obs_dim) raw observations (normalised here as the model does)
+    :param actions: (n, action_dim) actions in [-1, 1]
+    :return: (n,) Q-values on the model's device
+    """
+    normalized = model.policy.normalize_observations(observations.to(model.device))
+    critic_target = model.critic_target  # type: ignore[attr-defined]  # IQL's and Cal-QL's, not O2OAlgorithm's
+    return critic_target(normalized, actions.to(model.device)).min(dim=0).values
+
+
 class DAREMixin(O2OAlgorithm):
     """
     What DARE adds to a base algorithm: the behaviour model, the alignment scores, the exchange rule and the
@@ -197,10 +211,8 @@ class DAREMixin(O2OAlgorithm):
     # ------------------------------------------------------------------ between the phases
 
     def _q_function(self, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        """The frozen pre-trained critic for energy guidance: ``min_k Q_target_k(s, a)`` on raw observations."""
-        normalized = self.policy.normalize_observations(observations.to(self.device))
-        critic_target = self.critic_target  # type: ignore[attr-defined]
-        return critic_target(normalized, actions.to(self.device)).min(dim=0).values
+        """The frozen pre-trained critic for energy guidance (see :func:`guidance_q_values`)."""
+        return guidance_q_values(self, observations, actions)
 
     def fit_behavior_model(self, progress_bar: bool = False) -> None:
         """
