@@ -29,7 +29,8 @@ Usage::
 
 ``--checkpoint`` is a folder the suite (``benchmarks/o2o_suite.py``) wrote: ``model.zip``, ``meta.json`` (family and
 dataset) and the behaviour models fitted for it (``behavior-*.pt``); the guided one is used unless ``--behavior``
-names another. Scored with the model's own guidance scale and with none.
+names another. Scored with the model's own guidance scale and with none, or with the scales ``--guidance-scales``
+lists (a sweep: where between no guidance and the model's scale does the order turn?).
 """
 
 from __future__ import annotations
@@ -373,6 +374,28 @@ def summary(results_dir: Path) -> str:
                 f"{distance['actor_sample']:.3f} | {distance['actor_mean']:.3f} | "
                 f"{block['at_bounds']['references']:.3f} | {block['at_bounds']['dataset']:.3f} |"
             )
+    scales = sorted({block["guidance_scale"] for result in results for block in result["references"]})
+    if len(scales) > 2:
+        lines += [
+            "",
+            "By guidance scale: the AUC of the actor's samples against the data with DARE's default score (K = 1), and in",
+            "brackets its range over the other readings; '-': not scored. Every scale of a checkpoint reuses the same",
+            "noise, so the columns differ only by the guidance.",
+            "",
+            "| family | task | seed | " + " | ".join(f"w = {w:g}" for w in scales) + " |",
+            "|---|---|---|" + "---|" * len(scales),
+        ]
+        for result in results:
+            cells = []
+            for w in scales:
+                rows = [row for row in result["rows"] if row["guidance_scale"] == w]
+                default = next((row for row in rows if row["n_reference_samples"] == 1), None)
+                others = [row["auc_vs_dataset"]["actor_sample"] for row in rows if row is not default]
+                cell = "-" if default is None else f"{default['auc_vs_dataset']['actor_sample']:.2f}"
+                if others:
+                    cell += f" ({min(others):.2f}-{max(others):.2f})"
+                cells.append(cell if rows else "-")
+            lines.append(f"| {result['family']} | {result['task']} | {result['seed']} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Energy target (CEP): the energy is fitted to softmax_j(beta_e Q(s, a_j)) over 16 unguided support actions per",
@@ -410,6 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the states, actor samples and references")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--energy-beta", type=float, default=3.0, help="CEP's beta_e the energy was fitted with (3)")
+    parser.add_argument(
+        "--guidance-scales",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="guidance scales to draw the references with (default: the behaviour model's own and 0); every scale "
+        "reuses the same noise, so a scale's rows do not depend on which others are listed",
+    )
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
     if args.summary is not None:
@@ -423,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--states must be at least 2, got {args.states}.")
     if args.threads < 1:
         raise SystemExit(f"--threads must be at least 1, got {args.threads}.")
+    if args.guidance_scales is not None and not all(np.isfinite(w) and w >= 0 for w in args.guidance_scales):
+        raise SystemExit(f"--guidance-scales must be finite and >= 0 (0: no guidance), got {args.guidance_scales}.")
     if args.behavior is not None and not args.behavior.is_file():
         raise SystemExit(f"--behavior {args.behavior}: no such file (a behaviour model written by BehaviorModel.save).")
     meta_path, model_path = args.checkpoint / "meta.json", args.checkpoint / "model.zip"
@@ -455,7 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     # the guidance scale the file was saved with: the suite fits its guided models at the task's scale (DARE's default)
     guidance = float(getattr(behavior, "guidance_scale", 0.0))
     start = time.perf_counter()
-    scored = score_order(behavior, observations, actions, sorted({guidance, 0.0}, reverse=True), seed=args.seed)
+    scales = {guidance, 0.0} if args.guidance_scales is None else set(args.guidance_scales)
+    if max(scales) > 0 and not behavior.has_energy:
+        raise SystemExit(f"{behavior_path} has no energy network: only --guidance-scales 0 can be scored with it.")
+    scored = score_order(behavior, observations, actions, sorted(scales, reverse=True), seed=args.seed)
     if guidance > 0:
         critic = functools.partial(guidance_q_values, model)  # what DARE fitted the energy against
         scored["energy_target"] = energy_target(critic, behavior, observations, args.energy_beta, guidance, seed=args.seed)

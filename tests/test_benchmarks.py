@@ -596,6 +596,23 @@ def test_score_order_on_a_suite_checkpoint(pendulum_balance_dataset, tmp_path):
     table = [line for line in (out.parent / "summary.md").read_text().splitlines() if pendulum_balance_dataset in line]
     assert len(table) == 1 and f"| {rows[0]['auc_vs_dataset']['actor_sample']:.2f} |" in table[0]
 
+    # a guidance sweep: an unguided model takes only scale 0, negative scales are refused, and with an energy network
+    # each scale reuses the same noise, so the rows at 0 equal those of the run that scored 0 alone
+    with pytest.raises(SystemExit, match="no energy network"):
+        score_order.main([*argv[:-2], "--guidance-scales", "0", "2"])
+    with pytest.raises(SystemExit, match="finite and >= 0"):
+        score_order.main([*argv[:-2], "--guidance-scales", "-1"])
+    behavior.fit_energy(data.observations, lambda s, a: -a.pow(2).sum(dim=-1), n_steps=5, max_support_states=100, seed=0)
+    behavior.save(behavior_path)
+    sweep = out.parent / "sweep.json"
+    assert score_order.main([*argv[:-2], "--guidance-scales", "2", "0", "0.5", "--out", str(sweep)]) == 0
+    swept = json.loads(sweep.read_text())
+    assert [block["guidance_scale"] for block in swept["references"]] == [2.0, 0.5, 0.0]
+    assert [row for row in swept["rows"] if row["guidance_scale"] == 0.0] == result["rows"]
+    assert score_order.main(["--summary", str(out.parent)]) == 0  # sweep.json and order.json: a table by scale
+    by_scale = (out.parent / "summary.md").read_text().split("By guidance scale")[1]
+    assert "| w = 0 | w = 0.5 | w = 2 |" in by_scale and "| - | - |" in by_scale  # order.json has scale 0 only
+
     # the rows hold the package's own scores: alignment_scores with the same seed draws the same 16 references
     index = np.arange(64)
     observations, actions = data.observations[index], data.actions[index]
