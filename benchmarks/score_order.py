@@ -321,6 +321,19 @@ def markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _default_and_other_aucs(result: Mapping[str, Any], guidance_scale: float) -> tuple[dict[str, Any] | None, list[float]]:
+    """
+    A result's rows at one guidance scale, split as the summary tables read them.
+
+    :param result: a result as :func:`main` writes it
+    :param guidance_scale: the guidance scale
+    :return: the row of DARE's default score (K = 1; None if not scored) and the actor-sample AUCs of the other rows
+    """
+    rows = [row for row in result["rows"] if row["guidance_scale"] == guidance_scale]
+    default = next((row for row in rows if row["n_reference_samples"] == 1), None)
+    return default, [row["auc_vs_dataset"]["actor_sample"] for row in rows if row is not default]
+
+
 def summary(results_dir: Path) -> str:
     """
     One Markdown table over the result JSONs in ``results_dir``: per checkpoint and guidance scale, DARE's default
@@ -356,9 +369,7 @@ def summary(results_dir: Path) -> str:
     for result in results:
         for block in sorted(result["references"], key=lambda block: -block["guidance_scale"]):
             guidance = block["guidance_scale"]
-            rows = [row for row in result["rows"] if row["guidance_scale"] == guidance]
-            default = next((row for row in rows if row["n_reference_samples"] == 1), None)
-            others = [row["auc_vs_dataset"]["actor_sample"] for row in rows if row is not default]
+            default, others = _default_and_other_aucs(result, guidance)
             spread = block.get("spread_tr_Sigma_unbiased", block["spread_tr_S"])
             distance = block.get("distance_to_sampler_mean_unbiased", block["distance_to_reference_mean"])
             default_cells = (
@@ -388,13 +399,11 @@ def summary(results_dir: Path) -> str:
         for result in results:
             cells = []
             for w in scales:
-                rows = [row for row in result["rows"] if row["guidance_scale"] == w]
-                default = next((row for row in rows if row["n_reference_samples"] == 1), None)
-                others = [row["auc_vs_dataset"]["actor_sample"] for row in rows if row is not default]
+                default, others = _default_and_other_aucs(result, w)
                 cell = "-" if default is None else f"{default['auc_vs_dataset']['actor_sample']:.2f}"
                 if others:
                     cell += f" ({min(others):.2f}-{max(others):.2f})"
-                cells.append(cell if rows else "-")
+                cells.append(cell)
             lines.append(f"| {result['family']} | {result['task']} | {result['seed']} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -479,18 +488,18 @@ def main(argv: list[str] | None = None) -> int:
     th.set_num_threads(args.threads)
     behavior_path = args.behavior or guided_behavior_file(args.checkpoint)
     behavior = load_behavior_model(behavior_path)
+    # the guidance scale the file was saved with: the suite fits its guided models at the task's scale (DARE's default)
+    guidance = float(getattr(behavior, "guidance_scale", 0.0))
+    scales = {guidance, 0.0} if args.guidance_scales is None else set(args.guidance_scales)
+    if max(scales) > 0 and not behavior.has_energy:  # checked before the model and the dataset are loaded
+        raise SystemExit(f"{behavior_path} has no energy network: only --guidance-scales 0 can be scored with it.")
     model = classes[config["family"]].load(str(model_path), device="cpu")
     data = load_offline_data(config["task"])
     rng = np.random.default_rng(args.seed)
     index = np.sort(rng.choice(len(data.observations), size=min(args.states, len(data.observations)), replace=False))
     observations = np.asarray(data.observations[index], dtype=np.float32)
     actions = {"dataset": np.asarray(data.actions[index], dtype=np.float32), **actor_actions(model, observations, args.seed)}
-    # the guidance scale the file was saved with: the suite fits its guided models at the task's scale (DARE's default)
-    guidance = float(getattr(behavior, "guidance_scale", 0.0))
     start = time.perf_counter()
-    scales = {guidance, 0.0} if args.guidance_scales is None else set(args.guidance_scales)
-    if max(scales) > 0 and not behavior.has_energy:
-        raise SystemExit(f"{behavior_path} has no energy network: only --guidance-scales 0 can be scored with it.")
     scored = score_order(behavior, observations, actions, sorted(scales, reverse=True), seed=args.seed)
     if guidance > 0:
         critic = functools.partial(guidance_q_values, model)  # what DARE fitted the energy against
