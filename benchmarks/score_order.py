@@ -257,17 +257,17 @@ def actor_actions(model: Any, observations: np.ndarray, seed: int) -> dict[str, 
     return {"actor_sample": np.asarray(sampled, dtype=np.float32), "actor_mean": np.asarray(mean, dtype=np.float32)}
 
 
-def guided_behavior_file(folder: Path) -> Path:
+def guided_behavior_model(folder: Path) -> tuple[Path, BehaviorModel]:
     """
     The one guided behaviour model (with a trained energy network) among a checkpoint folder's ``behavior-*.pt``.
 
     :param folder: a suite checkpoint folder
-    :return: the file's path
+    :return: the file's path and the loaded model (each file is loaded once to find it, so it is not loaded again)
     """
     from sb3_dare.dare.behavior import load_behavior_model
 
     files = sorted(folder.glob("behavior-*.pt"))
-    guided = [path for path in files if load_behavior_model(path).has_energy]
+    guided = [(path, model) for path in files if (model := load_behavior_model(path)).has_energy]
     if len(guided) != 1:
         found = ", ".join(path.name for path in files) or "none"
         problem = "no guided behaviour model" if not guided else "several guided behaviour models"
@@ -478,16 +478,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import sb3_dare
     from sb3_dare import IQL, CalQL
+    from sb3_dare.common.o2o import O2OAlgorithm
     from sb3_dare.dare.behavior import load_behavior_model
     from sb3_dare.dare.dare import guidance_q_values
     from sb3_dare.data import load_offline_data
 
-    classes = {"iql": IQL, "calql": CalQL}
+    classes: dict[str, type[O2OAlgorithm]] = {"iql": IQL, "calql": CalQL}
     if config["family"] not in classes:
         raise SystemExit(f"Unknown checkpoint family {config['family']!r}; expected one of {list(classes)}.")
     th.set_num_threads(args.threads)
-    behavior_path = args.behavior or guided_behavior_file(args.checkpoint)
-    behavior = load_behavior_model(behavior_path)
+    if args.behavior is not None:
+        behavior_path, behavior = args.behavior, load_behavior_model(args.behavior)
+    else:
+        behavior_path, behavior = guided_behavior_model(args.checkpoint)
     # the guidance scale the file was saved with: the suite fits its guided models at the task's scale (DARE's default)
     guidance = float(getattr(behavior, "guidance_scale", 0.0))
     scales = {guidance, 0.0} if args.guidance_scales is None else set(args.guidance_scales)

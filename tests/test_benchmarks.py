@@ -612,6 +612,14 @@ def test_score_order_on_a_suite_checkpoint(pendulum_balance_dataset, tmp_path):
     assert score_order.main(["--summary", str(out.parent)]) == 0  # sweep.json and order.json: a table by scale
     by_scale = (out.parent / "summary.md").read_text().split("By guidance scale")[1]
     assert "| w = 0 | w = 0.5 | w = 2 |" in by_scale and "| - | - |" in by_scale  # order.json has scale 0 only
+    # without --behavior the folder's one guided model is found; a second guided one makes the choice ambiguous
+    found = tmp_path / "found.json"
+    discover = ["--checkpoint", str(tmp_path), "--states", "8", "--guidance-scales", "0"]
+    assert score_order.main([*discover, "--out", str(found)]) == 0
+    assert json.loads(found.read_text())["behavior"] == behavior_path.name
+    behavior.save(tmp_path / "behavior-second.pt")
+    with pytest.raises(SystemExit, match="several guided behaviour models"):
+        score_order.main(discover)
 
     # the rows hold the package's own scores: alignment_scores with the same seed draws the same 16 references
     index = np.arange(64)
