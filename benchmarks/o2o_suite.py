@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from d3rlpy_env import d3rlpy_python, ensure_d3rlpy_environment
 
@@ -558,8 +558,9 @@ def _make_callback(recorder: _Recorder) -> Any:
             self.times["start"] = time.perf_counter()
 
         def on_offline_step(self) -> bool:
-            if self.model.offline_updates % recorder.spec.offline_eval_freq == 0:
-                recorder.evaluate(self.model, self.model.offline_updates)
+            model: Any = self.model  # an O2O algorithm (SB3 types the attribute as BaseAlgorithm)
+            if model.offline_updates % recorder.spec.offline_eval_freq == 0:
+                recorder.evaluate(model, model.offline_updates)
             return True
 
         def _on_step(self) -> bool:
@@ -589,7 +590,7 @@ def _hyperparameters(model: Any) -> dict[str, Any]:
     for cls in type(model).__mro__:
         if "__init__" not in cls.__dict__:
             continue
-        for name in inspect.signature(cls.__init__).parameters:
+        for name in inspect.signature(cls.__dict__["__init__"]).parameters:
             if name not in skipped and name not in values and hasattr(model, name) and not name.startswith("_"):
                 value = getattr(model, name)
                 values[name] = value if not callable(value) else repr(value)
@@ -837,7 +838,8 @@ def run_parallel(specs: Sequence[RunSpec], workers: int, results_dir: Path, cach
     """Run ``specs`` in up to ``workers`` processes (one torch thread each), in order; returns the failed runs."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    queue, running, failed = list(specs), [], []
+    queue, failed = list(specs), []
+    running: list[tuple[RunSpec, subprocess.Popen[bytes], IO[str], float]] = []
     start = time.time()
     while queue or running:
         while queue and len(running) < workers:
@@ -855,10 +857,10 @@ def run_parallel(specs: Sequence[RunSpec], workers: int, results_dir: Path, cach
             print(f"[{(time.time() - start) / 60:6.1f} min] start {spec.name}", flush=True)
         time.sleep(0.5)
         for item in list(running):
-            spec, process, stdout, started = item
+            spec, process, log_file, started = item
             if process.poll() is None:
                 continue
-            stdout.close()
+            log_file.close()
             running.remove(item)
             status = "done" if process.returncode == 0 and is_done(results_dir, spec) else f"FAILED ({process.returncode})"
             if status != "done":
@@ -932,7 +934,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 1:
         raise SystemExit("--workers must be >= 1")
     tier = TIERS[args.tier]
-    override_names = ("offline_steps", "online_steps", "eval_freq", "eval_episodes", "batch_size", "net_arch")
+    override_names: tuple[str, ...] = ("offline_steps", "online_steps", "eval_freq", "eval_episodes", "batch_size", "net_arch")
     override_names += ("behavior_steps", "energy_steps", "max_support_states", "behavior_net_arch")
     overrides = {name: getattr(args, name) for name in override_names}
     runs = build_matrix(tier, args.algorithms, args.tasks, args.seeds, args.variants)

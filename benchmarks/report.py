@@ -877,8 +877,8 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
             statements: list[str | Comparison] = []
             for key in sorted(groups, key=_order):
                 for name, reference in _references(key, groups):
-                    compared = paired_verdicts(label(*key), name, groups[key], groups[reference])
-                    statements += _tagged(compared, short_task(task), _is_primary(key, reference))
+                    verdicts = paired_verdicts(label(*key), name, groups[key], groups[reference])
+                    statements += _tagged(verdicts, short_task(task), _is_primary(key, reference))
             statements += peer_statements(groups, reps)
             if statements:
                 tier_lines += ["Comparisons:", "", *[_bullet(s) for s in statements], ""]
@@ -894,7 +894,7 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path, reps: int = 
         tier_lines += _over_tasks({task: grouped[tier][task] for task in sorted(grouped[tier])}, reps)
         planned = planned_primary_family_size(tier)
         rendered, kept = adjust_and_render(tier_lines, planned)
-        compared = [
+        compared: list[Comparison] = [
             line for line in tier_lines if isinstance(line, Comparison) and line.eligible and np.isfinite(line.p_value)
         ]
         lines += [f"## Tier {tier}", "", "Conditions:", "", *_conditions(tier_results), ""]

@@ -49,14 +49,19 @@ def random_rollouts(env_id: str, n_transitions: int, seed: int) -> OfflineData:
     """Offline data from a uniformly random policy (only its cost matters here, not its quality)."""
     env = gym.make(env_id)
     env.action_space.seed(seed)
-    observations, actions, rewards, next_observations, terminations, truncations = [], [], [], [], [], []
+    observations: list[np.ndarray] = []
+    actions: list[np.ndarray] = []
+    rewards: list[float] = []
+    next_observations: list[np.ndarray] = []
+    terminations: list[bool] = []
+    truncations: list[bool] = []
     observation, _ = env.reset(seed=seed)
     while len(rewards) < n_transitions:
         action = env.action_space.sample()
         next_observation, reward, terminated, truncated, _ = env.step(action)
         observations.append(observation)
         actions.append(action)
-        rewards.append(reward)
+        rewards.append(float(reward))
         next_observations.append(next_observation)
         terminations.append(terminated)
         truncations.append(truncated)
