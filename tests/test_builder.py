@@ -346,10 +346,12 @@ def test_cli_in_process(paths, policy_cache, capsys):
     assert main(["build", "--quality", "random", *common]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert main(["build", "--quality", "random", "expert", "--id", "x/y-v0", *common]) == 1
+    assert "--id names one dataset: give one --quality with it" in capsys.readouterr().err
     assert main(["info", "nowhere/nothing-v0"]) == 1
     assert "python -m sb3_dare.data build" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as usage_error:
         main(["build", "--env", ENV_ID, "--quality", "bad"])
+    assert usage_error.value.code == 2 and "invalid choice: 'bad'" in capsys.readouterr().err
 
 
 def test_cli_subprocess(tmp_path):

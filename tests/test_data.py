@@ -335,7 +335,8 @@ def test_dict_observations_need_flatten(minari_root, capsys):
     from sb3_dare.data.__main__ import main as data_cli
 
     assert data_cli(["info", "test/maze/dict-v0"]) == 0
-    assert "transitions" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 in 1 episodes" in out and "yes (with flatten_observations=True)" in out
 
 
 def test_dict_observations_follow_the_env_key_order(minari_root):

@@ -264,9 +264,9 @@ def test_progress_bar_and_tensorboard(pendulum_balance_dataset, tmp_path, monkey
         seen.append(self.pbar)  # closed and released
 
     monkeypatch.setattr(callbacks.O2OProgressBarCallback, "_on_training_end", recording_end)
-    model = make_model(pendulum_balance_dataset, offline_steps=10, tensorboard_log=str(tmp_path))
+    model = make_model(pendulum_balance_dataset, offline_steps=10, tensorboard_log=str(tmp_path / "tb"))
     model.learn(10, progress_bar=True)
-    assert any(os.scandir(tmp_path))
+    assert [entry.name for entry in os.scandir(tmp_path / "tb")] == ["IQL_1"]  # one run folder, named after the algorithm
     # one bar over both phases: 10 offline updates, then 10 env steps, relabelled when the online phase starts
     assert seen[0][:2] == (20, 20) and seen[0][2].startswith("online steps") and seen[1] is None
 
@@ -430,13 +430,26 @@ def test_cuda(pendulum_balance_dataset):
 @pytest.mark.skipif(
     shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler"
 )
-def test_torch_compile_gives_the_eager_losses_and_gradients(pendulum_balance_dataset):
+def test_torch_compile_gives_the_eager_losses_and_gradients(pendulum_balance_dataset, monkeypatch):
     """torch_compile=True on CPU: the compiled losses and their gradients are the eager ones (float tolerance; after
     Adam steps parameters are not compared, since Adam turns float-level differences of near-zero gradients into
     steps of the learning rate's size)."""
+    compile_calls = []
+    real_compile = th.compile
+
+    def counting_compile(function, **kwargs):
+        compiled = real_compile(function, **kwargs)
+
+        def counted(*args):
+            compile_calls.append(function.__name__)
+            return compiled(*args)
+
+        return counted
+
+    monkeypatch.setattr(th, "compile", counting_compile)
     model = make_model(pendulum_balance_dataset, offline_steps=2, torch_compile=True)
     model.pretrain()
-    assert model._compiled_losses is not None  # the updates went through the compiled function
+    assert compile_calls == ["_losses", "_losses"]  # both updates went through the compiled function
     batch = model.replay_buffer.sample(32)
     results = []
     for losses in (model._losses, model._compiled_losses):

@@ -561,10 +561,11 @@ def test_zip_of_another_algorithm(saved_iql):
         DARE_IQL.load(saved_iql)
 
 
-@pytest.mark.parametrize("env_id, space", [("Pendulum-v1", "observation"), ("Hopper-v5", "observation")])
-def test_load_on_an_env_with_other_spaces(saved_iql, env_id, space):
-    with pytest.raises(ValueError, match=rf"The env does not match .*its {space} space is .*trained with .*env=None"):
-        IQL.load(saved_iql, env=gym.make(env_id))
+def test_load_on_an_env_with_another_observation_space(saved_iql):
+    # both spaces are named, the env's (Hopper: 11 dimensions) and the model's (InvertedPendulum: 4)
+    expected = r"The env does not match .*its observation space is Box\(.*\(11,\).*trained with Box\(.*\(4,\).*env=None"
+    with pytest.raises(ValueError, match=expected):
+        IQL.load(saved_iql, env=gym.make("Hopper-v5"))
 
 
 def test_load_on_an_env_with_another_action_space(saved_iql):
