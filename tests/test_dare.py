@@ -420,6 +420,46 @@ def test_from_base_shares_the_offline_phase(pendulum_balance_dataset, tmp_path):
         DARE_IQL.from_base(dare)
 
 
+def test_from_base_refuses_another_base_and_takes_overrides(pendulum_balance_dataset, tmp_path):
+    calql = CalQL("MlpPolicy", ENV_ID, dataset=pendulum_balance_dataset, **{**TINY, "cql_n_actions": 2, "offline_steps": 0})
+    with pytest.raises(ValueError, match=r"DARE_IQL\.from_base needs a trained IQL, got CalQL"):
+        DARE_IQL.from_base(calql)
+    calql.save(tmp_path / "calql")
+    with pytest.raises(ValueError, match=r"holds a CalQL model, not an IQL one"):  # a saved zip of the wrong base
+        DARE_IQL.from_base(tmp_path / "calql", env=gym.make(ENV_ID))
+    base = IQL("MlpPolicy", ENV_ID, dataset=pendulum_balance_dataset, **{**TINY, "offline_steps": 10, "expectile": 0.8})
+    base.learn(0)
+    # the base's hyperparameters carry over unless overridden; the DARE options are the keyword arguments' own
+    dare = DARE_IQL.from_base(base, behavior_model="gaussian", guidance_scale=0.0, batch_size=16, **TINY_BEHAVIOR)
+    assert dare.batch_size == 16 and dare.expectile == 0.8 and dare.behavior_model == "gaussian"
+    assert dare.env is base.env and dare.offline_updates == 10
+
+
+def test_from_base_on_an_in_memory_dataset(pendulum_balance_dataset, tmp_path):
+    from sb3_dare.data import OfflineData, load_offline_data
+
+    data = load_offline_data(pendulum_balance_dataset)
+    in_memory = OfflineData.from_arrays(
+        data.observations, data.actions, data.rewards, data.next_observations, data.terminations, data.truncations
+    )
+    base = IQL("MlpPolicy", ENV_ID, dataset=in_memory, **{**TINY, "offline_steps": 10})
+    base.learn(0)
+    dare = DARE_IQL.from_base(base, behavior_model="gaussian", guidance_scale=0.0, **TINY_BEHAVIOR)
+    dare.learn(5)  # the object is handed over: the switch fits and scores on it
+    assert dare.replay_buffer.n_offline == len(in_memory) and dare.behavior.is_fitted
+    base.save(tmp_path / "iql")
+    options = dict(behavior_model="gaussian", guidance_scale=0.0, **TINY_BEHAVIOR)
+    with pytest.raises(ValueError, match=r"in-memory dataset.*DARE_IQL\.from_base\(base, env, dataset=data\)"):
+        DARE_IQL.from_base(tmp_path / "iql", env=gym.make(ENV_ID), **options)  # a zip holds no in-memory dataset
+    again = DARE_IQL.from_base(tmp_path / "iql", env=gym.make(ENV_ID), dataset=in_memory, **options)
+    again.learn(5)
+    assert again.replay_buffer.n_offline == len(in_memory)
+    dare.save(tmp_path / "dare")
+    loaded = DARE_IQL.load(tmp_path / "dare", env=gym.make(ENV_ID), dataset=in_memory)
+    loaded.learn(5, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 10 and loaded.replay_buffer.n_offline == len(in_memory)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -447,6 +487,28 @@ def test_energy_settings_unused_without_guidance_are_not_checked(pendulum_balanc
     model = make_dare(pendulum_balance_dataset, guidance_scale=0.0, energy_steps=0, n_support_actions=1)
     model.learn(5)
     assert model.behavior.is_fitted and not model.behavior.has_energy
+
+
+def test_a_registered_behavior_model_is_chosen_by_name(pendulum_balance_dataset, tmp_path):
+    from sb3_dare.dare import BEHAVIOR_MODELS, register_behavior_model
+
+    try:
+        registered = register_behavior_model("fixed-registered-test")(type("RegisteredFixed", (FixedBehavior,), {}))
+        with pytest.raises(ValueError, match="already registered under the name 'fixed-registered-test'"):
+            register_behavior_model("fixed-registered-test")(type("OtherFixed", (FixedBehavior,), {}))
+        with pytest.warns(UserWarning, match="ignored with the 'fixed-registered-test' behaviour model"):
+            model = make_dare(
+                pendulum_balance_dataset, behavior_model="fixed-registered-test", guidance_scale=2.0, behavior_kwargs={}
+            )
+        model.learn(5)
+        assert type(model.behavior) is registered and model.effective_guidance_scale == 0.0
+        model.save(tmp_path / "dare")
+        loaded = DARE_IQL.load(tmp_path / "dare", env=gym.make(ENV_ID))  # rebuilt by name from the registry
+        assert type(loaded.behavior) is registered
+    finally:
+        BEHAVIOR_MODELS.pop("fixed-registered-test", None)
+    with pytest.raises(ValueError, match=r"Unknown behavior_model 'fixed-registered-test'.*register_behavior_model"):
+        make_dare(pendulum_balance_dataset, behavior_model="fixed-registered-test")
 
 
 def test_guidance_ignored_for_gaussian_with_one_warning(pendulum_balance_dataset):

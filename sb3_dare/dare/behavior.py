@@ -68,6 +68,16 @@ def _import_builtin_models() -> None:
     from sb3_dare.dare import diffusion, gaussian  # noqa: F401
 
 
+def registered_behavior_models() -> dict[str, type[BehaviorModel]]:
+    """
+    The behaviour model classes by name: the built-in ones and those added with :func:`register_behavior_model`.
+
+    :return: :data:`BEHAVIOR_MODELS`, with the built-in models imported
+    """
+    _import_builtin_models()
+    return BEHAVIOR_MODELS
+
+
 def make_behavior_model(name: str, observation_dim: int, action_dim: int, **kwargs: Any) -> BehaviorModel:
     """
     Build an (unfitted) behaviour model by name.
@@ -78,10 +88,10 @@ def make_behavior_model(name: str, observation_dim: int, action_dim: int, **kwar
     :param kwargs: constructor arguments of the chosen model class.
     :return: the model, on the CPU.
     """
-    _import_builtin_models()
-    if name not in BEHAVIOR_MODELS:
-        raise ValueError(f"Unknown behaviour model {name!r}: choose one of {sorted(BEHAVIOR_MODELS)}")
-    return BEHAVIOR_MODELS[name](observation_dim=observation_dim, action_dim=action_dim, **kwargs)
+    models = registered_behavior_models()
+    if name not in models:
+        raise ValueError(f"Unknown behaviour model {name!r}: choose one of {sorted(models)}")
+    return models[name](observation_dim=observation_dim, action_dim=action_dim, **kwargs)
 
 
 def load_behavior_model(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> BehaviorModel:

@@ -24,11 +24,10 @@ from sb3_dare.calql.calql import CalQL
 from sb3_dare.common.buffers import OfflineOnlineSamples
 from sb3_dare.common.o2o import O2OAlgorithm
 from sb3_dare.dare.alignment import SCORE_REDUCTIONS, alignment_scores
-from sb3_dare.dare.behavior import BehaviorModel, load_behavior_model, make_behavior_model
+from sb3_dare.dare.behavior import BehaviorModel, load_behavior_model, make_behavior_model, registered_behavior_models
 from sb3_dare.dare.exchange import EXCHANGE_RULES, ScoreMomentsEMA, exchange
 from sb3_dare.iql.iql import IQL
 
-BEHAVIOR_MODEL_NAMES = ("diffusion", "gaussian")
 SCORE_MODES = ("cached", "per_batch")
 
 SelfDARE = TypeVar("SelfDARE", bound="DAREMixin")
@@ -80,16 +79,18 @@ class DAREMixin(O2OAlgorithm):
         score_sigma: float,
     ) -> None:
         self._behavior_object: BehaviorModel | None = None
+        # the built-in names and any added with register_behavior_model
+        names = tuple(sorted(registered_behavior_models()))
         if isinstance(behavior_model, BehaviorModel):
             self._behavior_object = behavior_model
         elif isinstance(behavior_model, os.PathLike) or (
-            isinstance(behavior_model, str) and behavior_model not in BEHAVIOR_MODEL_NAMES and os.path.isfile(behavior_model)
+            isinstance(behavior_model, str) and behavior_model not in names and os.path.isfile(behavior_model)
         ):
             self._behavior_object = load_behavior_model(behavior_model)
-        elif behavior_model not in BEHAVIOR_MODEL_NAMES:
+        elif behavior_model not in names:
             raise ValueError(
-                f"Unknown behavior_model {behavior_model!r}; choose one of {BEHAVIOR_MODEL_NAMES}, a fitted behaviour model "
-                "object, or the path of a file written by its save()."
+                f"Unknown behavior_model {behavior_model!r}; choose one of {names} (or a name added with "
+                "register_behavior_model), a fitted behaviour model object, or the path of a file written by its save()."
             )
         if self._behavior_object is not None:
             parameters = self._behavior_object.get_constructor_parameters()
@@ -144,12 +145,18 @@ class DAREMixin(O2OAlgorithm):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         self._validate_behavior_fit_settings()
-        if self.behavior_model == "gaussian" and self.guidance_scale > 0:
+        if not self._behavior_supports_guidance() and self.guidance_scale > 0:
             warnings.warn(
-                f"guidance_scale={self.guidance_scale} is ignored with the 'gaussian' behaviour model: energy guidance "
-                "applies to the diffusion model only.",
+                f"guidance_scale={self.guidance_scale} is ignored with the {self.behavior_model!r} behaviour model: it has "
+                "no energy guidance (the 'diffusion' model has).",
                 stacklevel=3,
             )
+
+    def _behavior_supports_guidance(self) -> bool:
+        given = self._behavior_object
+        if given is not None:
+            return given.supports_guidance
+        return registered_behavior_models()[str(self.behavior_model)].supports_guidance
 
     def _raise_no_dataset(self) -> NoReturn:
         raise ValueError(
@@ -168,8 +175,7 @@ class DAREMixin(O2OAlgorithm):
                 f"behavior_steps must be >= 1 to fit the behaviour model, got {self.behavior_steps}; pass a fitted "
                 "behaviour model (object or saved file) as behavior_model to skip the fit."
             )
-        supports_guidance = self.behavior_model == "diffusion" if given is None else given.supports_guidance
-        if supports_guidance and self.guidance_scale > 0 and (given is None or not given.has_energy):
+        if self._behavior_supports_guidance() and self.guidance_scale > 0 and (given is None or not given.has_energy):
             if self.energy_steps < 1:
                 raise ValueError(
                     f"energy_steps must be >= 1 to fit the energy network of guidance_scale={self.guidance_scale}, got "
@@ -450,6 +456,13 @@ class DAREMixin(O2OAlgorithm):
             )
         if not isinstance(base, base_class) or isinstance(base, DAREMixin):
             raise ValueError(f"{cls.__name__}.from_base needs a trained {base_class.__name__}, got {type(base).__name__}.")
+        if base._dataset_object is None and base.dataset is None and "dataset" not in kwargs:
+            # a zip keeps a dataset's id or folder, not an in-memory OfflineData; DARE fits its behaviour model on it
+            raise ValueError(
+                f"The {base_class.__name__} model was pre-trained on an in-memory dataset (or none), which is not saved with "
+                f"it, and {cls.__name__} fits its behaviour model on that dataset. Pass it again: "
+                f"{cls.__name__}.from_base(base, env, dataset=data)."
+            )
         excluded = {"self", "policy", "env", "device", "_init_setup_model", "dataset"}
         init_kwargs: dict[str, Any] = {
             name: getattr(base, name)
@@ -490,7 +503,8 @@ class DARE_IQL(DAREMixin, IQL):
 
     :param policy: ``"MlpPolicy"`` or a policy class
     :param env: the env (or its id)
-    :param behavior_model: ``"diffusion"``, ``"gaussian"``, a fitted behaviour model object, or the path of a saved one
+    :param behavior_model: ``"diffusion"``, ``"gaussian"``, a name added with
+        :func:`~sb3_dare.dare.register_behavior_model`, a fitted behaviour model object, or the path of a saved one
     :param behavior_steps: gradient steps to fit the behaviour model
     :param energy_steps: gradient steps to fit the energy network (diffusion with guidance only)
     :param behavior_batch_size: minibatch size of both fits
@@ -593,7 +607,8 @@ class DARE_CalQL(DAREMixin, CalQL):
 
     :param policy: ``"MlpPolicy"`` or a policy class
     :param env: the env (or its id)
-    :param behavior_model: ``"diffusion"``, ``"gaussian"``, a fitted behaviour model object, or the path of a saved one
+    :param behavior_model: ``"diffusion"``, ``"gaussian"``, a name added with
+        :func:`~sb3_dare.dare.register_behavior_model`, a fitted behaviour model object, or the path of a saved one
     :param behavior_steps: gradient steps to fit the behaviour model
     :param energy_steps: gradient steps to fit the energy network (diffusion with guidance only)
     :param behavior_batch_size: minibatch size of both fits
