@@ -244,7 +244,7 @@ def test_refuses_vecnormalize_and_memory_optimisation():
 
 
 def test_empty_buffer_sample_error():
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="replay buffer is empty: attach offline data or collect transitions"):
         make_buffer().sample(4)
 
 

@@ -465,12 +465,12 @@ def test_from_base_on_an_in_memory_dataset(pendulum_balance_dataset, tmp_path):
     [
         (dict(behavior_model="vae"), r"Unknown behavior_model 'vae'; choose one of \('diffusion', 'gaussian'\)"),
         (dict(guidance_scale=-1.0), "guidance_scale must be >= 0"),
-        (dict(exchange="magic"), "Unknown exchange rule"),
-        (dict(score_mode="sometimes"), "Unknown score_mode"),
-        (dict(exchange_quantile=1.0), "exchange_quantile"),
-        (dict(score_ema=1.0), "score_ema"),
-        (dict(online_ent_coef=-0.1), "online_ent_coef"),
-        (dict(n_reference_samples=0), "n_reference_samples"),
+        (dict(exchange="magic"), r"Unknown exchange rule 'magic'; choose one of \(.*'posterior'"),
+        (dict(score_mode="sometimes"), r"Unknown score_mode 'sometimes'; choose one of \('cached', 'per_batch'\)"),
+        (dict(exchange_quantile=1.0), r"exchange_quantile must be in \(0, 1\), got 1.0"),
+        (dict(score_ema=1.0), r"score_ema must be in \(0, 1\) or None, got 1.0"),
+        (dict(online_ent_coef=-0.1), "online_ent_coef must be >= 0, got -0.1"),
+        (dict(n_reference_samples=0), "n_reference_samples must be >= 1, got 0"),
         # caught at construction, not when the offline phase ends
         (dict(behavior_steps=0), "behavior_steps must be >= 1 to fit the behaviour model"),
         (dict(guidance_scale=1.0, energy_steps=0), "energy_steps must be >= 1 .* set guidance_scale=0"),

@@ -243,7 +243,9 @@ def test_space_mismatch_shows_both(make_minari_dataset):
 def test_action_space_mismatch():
     data = OfflineData.from_arrays(np.zeros((4, 3)), np.zeros((4, 2)), np.zeros(4), np.zeros((4, 3)), np.zeros(4))
     env = gym.make("Pendulum-v1")
-    with pytest.raises(ValueError, match="Action space mismatch"):
+    # both spaces are shown (the dataset's 2 dimensions, Pendulum's 1) with the fix
+    expected = r"(?s)Action space mismatch.*dataset: Box\(.*\(2,\).*env: +Box\(.*\(1,\).*Use the env"
+    with pytest.raises(ValueError, match=expected):
         load_offline_data(data, env=env)
 
 
@@ -260,7 +262,7 @@ def test_nan_named_with_count_and_first_index():
 
 
 def test_empty_dataset():
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match=r"is empty: it holds no transitions\. Check the dataset id or the arrays"):
         OfflineData.from_arrays(np.zeros((0, 2)), np.zeros((0, 1)), np.zeros(0), np.zeros((0, 2)), np.zeros(0))
 
 

@@ -246,6 +246,25 @@ def test_offline_only_without_env(pendulum_balance_dataset):
         model.learn(10)
 
 
+def test_offline_evaluation_without_any_env_is_skipped_with_a_warning(pendulum_balance_dataset):
+    data = load_offline_data(pendulum_balance_dataset)
+    no_env_recorded = OfflineData.from_arrays(
+        data.observations, data.actions, data.rewards, data.next_observations, data.terminations, data.truncations
+    )
+    model = IQL("MlpPolicy", None, dataset=no_env_recorded, **{**TINY, "offline_steps": 10, "offline_eval_freq": 5})
+    with pytest.warns(UserWarning, match=r"No env to evaluate the offline phase with \(the model has no env, and the "):
+        model.learn(0)
+    assert model.offline_updates == 10 and model.offline_eval_freq == 0  # trained on, without evaluations
+
+
+def test_version_is_the_installed_one():
+    from importlib.metadata import version
+
+    import sb3_dare
+
+    assert sb3_dare.__version__ == version("sb3_dare") and sb3_dare.__version__.count(".") >= 2
+
+
 def test_dataset_is_loaded_lazily(minari_root):
     model = make_model("missing/dataset/medium-v0")  # nothing is read at construction
     with pytest.raises(FileNotFoundError, match=r"python -m sb3_dare\.data build"):
