@@ -178,8 +178,12 @@ def test_wrapper_modules_work_without_the_hook(zoo_datasets, tmp_path):
 @pytest.mark.parametrize("algo", [name for name in ALGO_PARAMS if name != "iql"])
 def test_other_algorithms_train_through_rl_zoo(algo, zoo_datasets, tmp_path):
     assert algo in zoo.available_algorithms(), f"{algo} is not registered with RL Zoo"  # a failed import must fail here
-    result = run_cli(train_args("rl_zoo3.train", algo), tmp_path, cli_env(zoo_datasets))
+    env = cli_env(zoo_datasets)
+    result = run_cli(train_args("rl_zoo3.train", algo), tmp_path, env)
     check_trained(tmp_path, result, algo)
+    # and enjoy loads what train saved (DARE's zip rebuilds its behaviour model from its name and state)
+    enjoy = ["-m", "rl_zoo3.enjoy", "--algo", algo, "--env", ENV_ID, "-f", "logs", "--no-render", "-n", "300"]
+    assert "Mean reward" in run_cli(enjoy, tmp_path, env).stdout
 
 
 @needs_hook
