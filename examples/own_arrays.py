@@ -29,8 +29,8 @@ def collect(n_steps: int = 5000, seed: int = 0) -> dict[str, np.ndarray]:
     return {key: np.asarray(value) for key, value in columns.items()}
 
 
-def main() -> None:
-    arrays = collect()
+def main(n_collected: int = 5000, steps: int = 2000, save_path: str = "iql_own_arrays") -> IQL:
+    arrays = collect(n_collected)
     env = gym.make("InvertedPendulum-v5")
     data = OfflineData.from_arrays(
         arrays["obs"], arrays["action"], arrays["reward"], arrays["next_obs"],
@@ -43,18 +43,19 @@ def main() -> None:
         "MlpPolicy",
         env,
         dataset=data,
-        offline_steps=2000,
-        offline_eval_freq=1000,
+        offline_steps=steps,
+        offline_eval_freq=steps // 2,
         offline_eval_episodes=3,
         policy_kwargs=dict(net_arch=[64, 64]),
         verbose=1,
         seed=0,
     )
-    model.learn(total_timesteps=2000)  # 2000 offline updates, then 2000 env steps
-    model.save("iql_own_arrays")
+    model.learn(total_timesteps=steps)  # 2000 offline updates, then 2000 env steps
+    model.save(save_path)
     # an in-memory dataset is not saved with the model: pass it again to continue training
-    model = IQL.load("iql_own_arrays", env=env, dataset=data)
-    model.learn(500, reset_num_timesteps=False)
+    model = IQL.load(save_path, env=env, dataset=data)
+    model.learn(steps // 4, reset_num_timesteps=False)
+    return model
 
 
 if __name__ == "__main__":

@@ -18,16 +18,19 @@ CHECKPOINTS = "runs/resume_example/checkpoints"
 TOTAL_TIMESTEPS = 20_000
 
 
-def main() -> None:
-    callback = O2OCheckpointCallback(save_freq=2_000, save_path=CHECKPOINTS, name_prefix="iql")
-    manifest = os.path.join(CHECKPOINTS, "iql_latest.json")
+def main(
+    checkpoints: str = CHECKPOINTS, total_timesteps: int = TOTAL_TIMESTEPS, offline_steps: int = 10_000, save_freq: int = 2_000
+) -> IQL:
+    callback = O2OCheckpointCallback(save_freq=save_freq, save_path=checkpoints, name_prefix="iql")
+    manifest = os.path.join(checkpoints, "iql_latest.json")
     if os.path.exists(manifest):
         print(f"Resuming from {manifest}")
-        model = resume(CHECKPOINTS, total_timesteps=TOTAL_TIMESTEPS, callback=callback, progress_bar=True)
+        model = resume(checkpoints, total_timesteps=total_timesteps, callback=callback, progress_bar=True)
     else:
-        model = IQL("MlpPolicy", "Pendulum-v1", dataset=EMBEDDED_DATASET, offline_steps=10_000, seed=0, verbose=0)
-        model.learn(TOTAL_TIMESTEPS, callback=callback, progress_bar=True)
+        model = IQL("MlpPolicy", "Pendulum-v1", dataset=EMBEDDED_DATASET, offline_steps=offline_steps, seed=0, verbose=0)
+        model.learn(total_timesteps, callback=callback, progress_bar=True)
     print(f"done: {model.offline_updates} offline updates, {model.num_timesteps} env steps")
+    return model
 
 
 if __name__ == "__main__":
