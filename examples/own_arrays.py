@@ -50,7 +50,7 @@ def main(n_collected: int = 5000, steps: int = 2000, save_path: str = "iql_own_a
         verbose=1,
         seed=0,
     )
-    model.learn(total_timesteps=steps)  # 2000 offline updates, then 2000 env steps
+    model.learn(total_timesteps=steps)  # `steps` offline updates, then `steps` env steps
     model.save(save_path)
     # an in-memory dataset is not saved with the model: pass it again to continue training
     model = IQL.load(save_path, env=env, dataset=data)

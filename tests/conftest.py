@@ -131,3 +131,14 @@ def pendulum_balance_dataset(make_minari_dataset):
         ref_scores=(5.0, 1000.0),
         policy=balancing_policy(),
     )
+
+
+@pytest.fixture
+def pendulum_balance_arrays(pendulum_balance_dataset):
+    """The same transitions as an in-memory OfflineData (not saved with a model, and naming no env)."""
+    from sb3_dare.data import OfflineData, load_offline_data
+
+    data = load_offline_data(pendulum_balance_dataset)
+    return OfflineData.from_arrays(
+        data.observations, data.actions, data.rewards, data.next_observations, data.terminations, data.truncations
+    )

@@ -435,13 +435,8 @@ def test_from_base_refuses_another_base_and_takes_overrides(pendulum_balance_dat
     assert dare.env is base.env and dare.offline_updates == 10
 
 
-def test_from_base_on_an_in_memory_dataset(pendulum_balance_dataset, tmp_path):
-    from sb3_dare.data import OfflineData, load_offline_data
-
-    data = load_offline_data(pendulum_balance_dataset)
-    in_memory = OfflineData.from_arrays(
-        data.observations, data.actions, data.rewards, data.next_observations, data.terminations, data.truncations
-    )
+def test_from_base_on_an_in_memory_dataset(pendulum_balance_arrays, tmp_path):
+    in_memory = pendulum_balance_arrays
     base = IQL("MlpPolicy", ENV_ID, dataset=in_memory, **{**TINY, "offline_steps": 10})
     base.learn(0)
     dare = DARE_IQL.from_base(base, behavior_model="gaussian", guidance_scale=0.0, **TINY_BEHAVIOR)

@@ -19,7 +19,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from sb3_dare import IQL
 from sb3_dare.common.buffers import OfflineOnlineSamples
 from sb3_dare.common.evaluation import NormalizedEvalCallback, evaluate_normalized
-from sb3_dare.data import OfflineData, load_offline_data
+from sb3_dare.data import load_offline_data
 from sb3_dare.iql.iql import awr_weights, expectile_loss
 
 ENV_ID = "InvertedPendulum-v5"
@@ -246,12 +246,8 @@ def test_offline_only_without_env(pendulum_balance_dataset):
         model.learn(10)
 
 
-def test_offline_evaluation_without_any_env_is_skipped_with_a_warning(pendulum_balance_dataset):
-    data = load_offline_data(pendulum_balance_dataset)
-    no_env_recorded = OfflineData.from_arrays(
-        data.observations, data.actions, data.rewards, data.next_observations, data.terminations, data.truncations
-    )
-    model = IQL("MlpPolicy", None, dataset=no_env_recorded, **{**TINY, "offline_steps": 10, "offline_eval_freq": 5})
+def test_offline_evaluation_without_any_env_is_skipped_with_a_warning(pendulum_balance_arrays):
+    model = IQL("MlpPolicy", None, dataset=pendulum_balance_arrays, **{**TINY, "offline_steps": 10, "offline_eval_freq": 5})
     with pytest.warns(UserWarning, match=r"No env to evaluate the offline phase with \(the model has no env, and the "):
         model.learn(0)
     assert model.offline_updates == 10 and model.offline_eval_freq == 0  # trained on, without evaluations
@@ -353,11 +349,8 @@ def test_save_load_identical_predictions_and_continue(pendulum_balance_dataset, 
     assert callback.offline_calls == 0 and loaded.replay_buffer.n_offline > 0
 
 
-def test_in_memory_dataset_is_not_saved(pendulum_balance_dataset, tmp_path):
-    data = load_offline_data(pendulum_balance_dataset)
-    in_memory = OfflineData.from_arrays(
-        data.observations, data.actions, data.rewards, data.next_observations, data.terminations, data.truncations
-    )
+def test_in_memory_dataset_is_not_saved(pendulum_balance_arrays, tmp_path):
+    in_memory = pendulum_balance_arrays
     model = make_model(in_memory, offline_steps=10)
     model.learn(5)
     model.save(tmp_path / "iql")

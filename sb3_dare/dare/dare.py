@@ -456,13 +456,6 @@ class DAREMixin(O2OAlgorithm):
             )
         if not isinstance(base, base_class) or isinstance(base, DAREMixin):
             raise ValueError(f"{cls.__name__}.from_base needs a trained {base_class.__name__}, got {type(base).__name__}.")
-        if base._dataset_object is None and base.dataset is None and "dataset" not in kwargs:
-            # a zip keeps a dataset's id or folder, not an in-memory OfflineData; DARE fits its behaviour model on it
-            raise ValueError(
-                f"The {base_class.__name__} model was pre-trained on an in-memory dataset (or none), which is not saved with "
-                f"it, and {cls.__name__} fits its behaviour model on that dataset. Pass it again: "
-                f"{cls.__name__}.from_base(base, env, dataset=data)."
-            )
         excluded = {"self", "policy", "env", "device", "_init_setup_model", "dataset"}
         init_kwargs: dict[str, Any] = {
             name: getattr(base, name)
@@ -476,6 +469,13 @@ class DAREMixin(O2OAlgorithm):
             if key not in ("offline_ratio", "gamma", "reward_scale", "reward_bias")
         }
         init_kwargs.update(kwargs)
+        if init_kwargs["dataset"] is None:
+            # a zip keeps a dataset's id or folder, not an in-memory OfflineData; DARE fits its behaviour model on it
+            raise ValueError(
+                f"The {base_class.__name__} model was pre-trained on an in-memory dataset (or none), which is not saved with "
+                f"it, and {cls.__name__} fits its behaviour model on that dataset. Pass it again: "
+                f"{cls.__name__}.from_base(base, env, dataset=data)."
+            )
         policy_class: Any = base.policy_class
         model = cls(policy_class, env if env is not None else base.env, device=get_device(device), **init_kwargs)
         model.set_parameters(base.get_parameters(), exact_match=False, device=model.device)  # type: ignore[arg-type]
