@@ -26,6 +26,9 @@ from sb3_dare import zoo
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 ENV_ID = "InvertedPendulum-v5"
+# enjoy prints "Mean reward" only for finished episodes: run past the 1000-step time limit so that one always ends,
+# whether or not the tiny policy keeps the pole up (RL Zoo draws a random seed per run)
+ENJOY_STEPS = "1100"
 # the id the shipped hyperparams/iql.yml names for InvertedPendulum-v5: the tiny dataset takes its place
 DATASET_ID = "mujoco/invertedpendulum/medium-v0"
 TINY_PARAMS = [
@@ -154,7 +157,7 @@ def test_literal_rl_zoo_commands_train_enjoy_record_video(zoo_datasets, tmp_path
     # -P: RL Zoo calls on_training_end() of its progress bar after learn(), before it saves the model
     result = run_cli(train_args("rl_zoo3.train", "iql", "-P"), tmp_path, env)
     check_trained(tmp_path, result)
-    enjoy = ["-m", "rl_zoo3.enjoy", "--algo", "iql", "--env", ENV_ID, "-f", "logs", "--no-render", "-n", "1100"]
+    enjoy = ["-m", "rl_zoo3.enjoy", "--algo", "iql", "--env", ENV_ID, "-f", "logs", "--no-render", "-n", ENJOY_STEPS]
     result = run_cli(enjoy, tmp_path, env)
     assert "Mean reward" in result.stdout
     run_cli(["-m", "rl_zoo3.record_video", "--algo", "iql", "--env", ENV_ID, "-f", "logs", "-n", "40"], tmp_path, env)
@@ -168,7 +171,7 @@ def test_wrapper_modules_work_without_the_hook(zoo_datasets, tmp_path):
     assert refused.returncode != 0 and "invalid choice: 'iql'" in refused.stderr
     result = run_cli(train_args("sb3_dare.train"), tmp_path, env)
     check_trained(tmp_path, result)
-    enjoy = ["-m", "sb3_dare.enjoy", "--algo", "iql", "--env", ENV_ID, "-f", "logs", "--no-render", "-n", "1100"]
+    enjoy = ["-m", "sb3_dare.enjoy", "--algo", "iql", "--env", ENV_ID, "-f", "logs", "--no-render", "-n", ENJOY_STEPS]
     assert "Mean reward" in run_cli(enjoy, tmp_path, env).stdout
     run_cli(["-m", "sb3_dare.record_video", "--algo", "iql", "--env", ENV_ID, "-f", "logs", "-n", "40"], tmp_path, env)
     check_video(tmp_path)
@@ -182,7 +185,7 @@ def test_other_algorithms_train_through_rl_zoo(algo, zoo_datasets, tmp_path):
     result = run_cli(train_args("rl_zoo3.train", algo), tmp_path, env)
     check_trained(tmp_path, result, algo)
     # and enjoy loads what train saved (DARE's zip rebuilds its behaviour model from its name and state)
-    enjoy = ["-m", "rl_zoo3.enjoy", "--algo", algo, "--env", ENV_ID, "-f", "logs", "--no-render", "-n", "300"]
+    enjoy = ["-m", "rl_zoo3.enjoy", "--algo", algo, "--env", ENV_ID, "-f", "logs", "--no-render", "-n", ENJOY_STEPS]
     assert "Mean reward" in run_cli(enjoy, tmp_path, env).stdout
 
 
