@@ -372,7 +372,8 @@ def test_a_model_saved_before_the_new_options_loads_and_acts_the_same():
     expected = json.loads((fixtures / "calql_9b78c25.json").read_text())
     model = CalQL.load(fixtures / "calql_9b78c25.zip", dataset=tiny_data())
     actions, _ = model.predict(np.array(expected["observations"], dtype=np.float32), deterministic=True)
-    np.testing.assert_array_equal(actions, np.array(expected["actions"], dtype=np.float32))
+    # close, not bit-equal: the fixture was computed on another CPU, whose kernels may round the last bit differently
+    np.testing.assert_allclose(actions, np.array(expected["actions"], dtype=np.float32), rtol=1e-6, atol=1e-6)
     assert model.log_cql_alpha_prime.item() == expected["log_cql_alpha_prime"]
     assert not model.cql_max_target_backup and model.cql_alpha_online is None
     assert model.current_cql_alpha == expected["cql_alpha"]

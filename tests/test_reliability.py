@@ -301,7 +301,9 @@ class Heartbeat(BaseCallback):
 algorithm = getattr(sb3_dare, config["algorithm"])
 model = algorithm("MlpPolicy", config["env"], dataset=config["dataset"], **config["kwargs"])
 checkpoints = O2OCheckpointCallback(save_freq=config["save_freq"], save_path=config["save_path"])
-model.learn(config["total_timesteps"], callback=[checkpoints, Heartbeat()])
+# the heartbeat first: a kill between the two then loses at most one interval (checkpoint first, a kill between
+# the manifest and the heartbeat would leave the heartbeat one update behind the manifest)
+model.learn(config["total_timesteps"], callback=[Heartbeat(), checkpoints])
 print("finished")
 """
 
