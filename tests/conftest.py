@@ -142,3 +142,12 @@ def pendulum_balance_arrays(pendulum_balance_dataset):
     return OfflineData.from_arrays(
         data.observations, data.actions, data.rewards, data.next_observations, data.terminations, data.truncations
     )
+
+
+@pytest.fixture
+def hub_offline(monkeypatch):
+    """The Hugging Face hub client in offline mode: a download refuses at once instead of retrying for ~20 s."""
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # the variable is read when the constants are first imported, which an earlier test in this process may have done
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)

@@ -169,13 +169,7 @@ def test_missing_dataset_without_download(minari_root):
         load_offline_data("nowhere/pendulum/medium-v0", env="Pendulum-v1", download=False)
 
 
-def test_missing_dataset_offline_download_error(minari_root, monkeypatch):
-    pytest.importorskip("huggingface_hub")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub client refuses at once instead of retrying for ~20 s
-    import huggingface_hub.constants
-
-    # the variable is read when the constants are first imported, which an earlier test in this process may have done
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+def test_missing_dataset_offline_download_error(minari_root, hub_offline):
     with pytest.raises(FileNotFoundError, match="could not be downloaded") as info:
         load_offline_data("mujoco/hopper/medium-v0", download=True)
     assert "python -m sb3_dare.data build --env <EnvId> --quality medium --id mujoco/hopper/medium-v0" in str(info.value)

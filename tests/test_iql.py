@@ -261,7 +261,7 @@ def test_version_is_the_installed_one():
     assert sb3_dare.__version__ == version("sb3_dare") and sb3_dare.__version__.count(".") >= 2
 
 
-def test_dataset_is_loaded_lazily(minari_root):
+def test_dataset_is_loaded_lazily(minari_root, hub_offline):
     model = make_model("missing/dataset/medium-v0")  # nothing is read at construction
     with pytest.raises(FileNotFoundError, match=r"python -m sb3_dare\.data build"):
         model.learn(0)

@@ -566,11 +566,7 @@ def test_models_saved_through_rl_zoo_load_with_the_plain_class_and_back(pendulum
     assert result.stdout.strip().splitlines()[-1] == "ZooIQL"
 
 
-def test_missing_dataset_id_error_names_the_override(monkeypatch, minari_root):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: no network retries
+def test_missing_dataset_id_error_names_the_override(minari_root, hub_offline):
     model = make_zoo_iql("test/nowhere/medium-v0", offline_steps=1)
     with pytest.raises(zoo.MissingDatasetError) as raised:
         model.learn(total_timesteps=1)
